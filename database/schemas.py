@@ -1,0 +1,195 @@
+"""Request and response models of the candidate API, one family per resource."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+
+
+class Fidelity(str, Enum):
+    smoke = "smoke"
+    explore = "explore"
+    verify = "verify"
+
+
+class Origin(str, Enum):
+    seed = "seed"
+    offline = "offline"
+    llm = "llm"
+    imported = "import"
+
+
+class ExperimentStatus(str, Enum):
+    proposed = "proposed"
+    checked = "checked"
+    trained = "trained"
+    evaluated = "evaluated"
+    analysed = "analysed"
+    failed = "failed"
+
+
+class JobKind(str, Enum):
+    research = "research"
+    engineer = "engineer"
+    train = "train"
+    evaluate = "evaluate"
+    analyse = "analyse"
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExperimentCreate(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    program: str = Field(min_length=1)
+    motivation: str = ""
+    parent: int | None = Field(default=None, ge=1)
+    references: list[int] = Field(default_factory=list)
+    fidelity: Fidelity = Fidelity.smoke
+    origin: Origin = Origin.llm
+    is_baseline: bool = False
+    source_job: str | None = None
+
+
+class Costs(Strict):
+    llm_tokens: int = Field(default=0, ge=0)
+    gpu_seconds: float = Field(default=0.0, ge=0)
+    cpu_seconds: float = Field(default=0.0, ge=0)
+
+
+class Failure(Strict):
+    stage: str
+    reason: str
+
+
+class TrainMetrics(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    loss_curve: list[tuple[float, float | None]] = Field(default_factory=list)
+    val_loss: float | None = None
+
+
+class ExperimentUpdate(Strict):
+    """Stage results. Every field is optional; `costs` are added to the stored totals."""
+
+    status: ExperimentStatus | None = None
+    program: str | None = Field(default=None, min_length=1)
+    motivation: str | None = None
+    check: dict[str, Any] | None = None
+    train: TrainMetrics | None = None
+    eval: dict[str, Any] | None = None
+    analysis: dict[str, Any] | None = None
+    failure: Failure | None = None
+    attempts: list[dict[str, Any]] | None = None
+    costs: Costs | None = None
+
+
+class ExperimentPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    index: int
+    name: str
+    status: ExperimentStatus
+    parent: int | None = None
+    fidelity: Fidelity
+    fitness: float | None = None
+
+
+class ExperimentsPublic(BaseModel):
+    data: list[dict[str, Any]]
+    count: int
+
+
+class ExperimentContext(BaseModel):
+    parent: dict[str, Any] | None
+    grandparent: dict[str, Any] | None
+    siblings: list[dict[str, Any]]
+
+
+class ScoreRequest(Strict):
+    judge_score: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class Sample(BaseModel):
+    parent: dict[str, Any]
+    references: list[dict[str, Any]]
+    strategy: str
+
+
+class JobCreate(Strict):
+    kind: JobKind
+    experiment: int | None = Field(default=None, ge=1)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    timeout: float = Field(default=600.0, gt=0, le=7 * 24 * 3600, description="lease length in seconds")
+
+
+class JobLease(Strict):
+    kinds: list[JobKind] = Field(min_length=1)
+    worker: str = Field(min_length=1, max_length=200)
+
+
+class WorkerRef(Strict):
+    worker: str = Field(min_length=1, max_length=200)
+
+
+class JobComplete(WorkerRef):
+    result: dict[str, Any] = Field(default_factory=dict)
+    next_jobs: list[JobCreate] = Field(default_factory=list, max_length=16)
+
+
+class JobFail(WorkerRef):
+    reason: str = Field(min_length=1)
+    retry: bool = True
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    kind: JobKind
+    status: JobStatus
+    experiment: int | None
+    attempts: int
+    max_attempts: int
+
+
+class JobsPublic(BaseModel):
+    data: list[dict[str, Any]]
+    count: int
+
+
+class CognitionEntry(BaseModel):
+    """One research insight: our own fields or the published format's upper-case ones."""
+
+    model_config = ConfigDict(extra="allow")
+    title: str | None = None
+    source: str | None = None
+    text: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("text must not be blank")
+        return value
+
+
+class CognitionCreate(Strict):
+    entries: list[CognitionEntry] = Field(min_length=1, max_length=10_000)
+
+
+class SimilarHit(BaseModel):
+    index: int
+    name: str
+    motivation: str
+    score: float

@@ -1,0 +1,144 @@
+"""The loop every worker runs: lease a job, heartbeat while handling it, report the outcome.
+
+    async def handle(job: dict, client: ApiClient) -> dict | Outcome: ...
+    await serve(client, kinds=["train"], handler=handle)
+
+A returned dict completes the job and enqueues the next stage for the same experiment with the same
+payload; an `Outcome` names the follow-up jobs itself. `CandidateError` fails the job for good (the
+candidate is at fault, a retry would fail the same way); any other exception is treated as an
+infrastructure fault and the job is re-queued while attempts remain. If the lease is lost (the API
+gave the job to someone else), the handler is cancelled and nothing is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from database.client import ApiClient, ApiError, LeaseLost
+from database.store import NEXT_STAGE
+
+log = logging.getLogger("worker")
+
+
+@dataclass
+class Outcome:
+    result: dict
+    next_jobs: list[dict] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class CandidateError(Exception):
+    """The candidate itself is at fault (bad program, crash, NaN, over budget): do not retry."""
+
+
+Handler = Callable[[dict, ApiClient], Awaitable["dict | Outcome"]]
+
+
+def default_worker_id(role: str) -> str:
+    return f"{role}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def default_next_jobs(job: dict) -> list[dict]:
+    kind = NEXT_STAGE.get(job["kind"])
+    if kind is None or job.get("experiment") is None:
+        return []
+    return [{"kind": kind, "experiment": job["experiment"], "payload": job.get("payload") or {}}]
+
+
+async def _heartbeat(client: ApiClient, job: dict, worker: str, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await client.heartbeat(job["id"], worker)
+        except LeaseLost:
+            raise
+        except ApiError as err:
+            # The API may be restarting; the lease outlives a few missed beats.
+            log.warning("heartbeat for job %s failed: %s", job["id"], err)
+
+
+async def run_one(client: ApiClient, job: dict, handler: Handler, worker: str,
+                  heartbeat_s: float | None = None) -> str:
+    """Handle one leased job; returns its final state as seen by this worker."""
+    interval = heartbeat_s or max(0.5, float(job.get("timeout", 600)) / 3)
+    work = asyncio.create_task(handler(job, client))
+    beat = asyncio.create_task(_heartbeat(client, job, worker, interval))
+    done, _ = await asyncio.wait({work, beat}, return_when=asyncio.FIRST_COMPLETED)
+    if beat in done:
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        log.warning("lost the lease of job %s: %s", job["id"], beat.exception())
+        return "lease-lost"
+    beat.cancel()
+    await asyncio.gather(beat, return_exceptions=True)
+    try:
+        outcome = work.result()
+    except CandidateError as err:
+        await client.fail_job(job["id"], worker, f"{job['kind']}: {err}", retry=False)
+        return "failed"
+    except Exception as err:
+        tail = "".join(traceback.format_exception(err))[-4000:]
+        log.error("job %s raised: %s", job["id"], tail)
+        await client.fail_job(job["id"], worker, f"{job['kind']} worker error: {err!r}\n{tail}", retry=True)
+        return "error"
+    if isinstance(outcome, Outcome):
+        result, next_jobs = outcome.result, outcome.next_jobs
+    else:
+        result, next_jobs = outcome, None
+    if next_jobs is None:
+        next_jobs = default_next_jobs(job)
+    await client.complete_job(job["id"], worker, result, next_jobs)
+    return "succeeded"
+
+
+async def serve(
+    client: ApiClient,
+    kinds: list[str],
+    handler: Handler,
+    *,
+    worker_id: str | None = None,
+    once: bool = False,
+    max_jobs: int | None = None,
+    poll_interval_s: float = 1.0,
+    idle_timeout_s: float | None = None,
+    heartbeat_s: float | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Serve jobs until `stop` is set, `max_jobs` are handled (`once` means 1) or idle too long."""
+    worker = worker_id or default_worker_id("-".join(kinds))
+    limit = 1 if once else max_jobs
+    handled, idle = 0, 0.0
+    stop = stop or asyncio.Event()
+    while not stop.is_set() and (limit is None or handled < limit):
+        try:
+            job = await client.lease_job(kinds, worker)
+        except ApiError as err:
+            log.warning("lease failed: %s", err)
+            job = None
+        if job is None:
+            if idle_timeout_s is not None and idle >= idle_timeout_s:
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=poll_interval_s)
+            except TimeoutError:
+                pass
+            idle += poll_interval_s
+            continue
+        idle = 0.0
+        log.info("%s took job %s (%s, experiment %s, attempt %s)", worker, job["id"], job["kind"],
+                 job.get("experiment"), job.get("attempts"))
+        try:
+            state = await run_one(client, job, handler, worker, heartbeat_s)
+        except LeaseLost as err:
+            state = "lease-lost"
+            log.warning("job %s: %s", job["id"], err)
+        log.info("%s finished job %s: %s", worker, job["id"], state)
+        handled += 1
+    return handled
