@@ -24,7 +24,11 @@ log = logging.getLogger("database")
 
 
 class BodySizeLimit:
-    """Refuse request bodies over `max_bytes` with 413, counting what is actually sent."""
+    """Refuse request bodies over `max_bytes` with 413, counting what is actually sent.
+
+    The body is read up front (at most `max_bytes` of it) and replayed to the app, so a chunked
+    upload without a declared length is held to the same limit.
+    """
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -34,29 +38,25 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or {}).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send)
-        received = 0
-
-        async def counting_receive():
-            nonlocal received
+            return await self._refuse(scope, send)
+        messages, received = [], 0
+        while True:
             message = await receive()
+            messages.append(message)
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise _TooLarge
-            return message
+                return await self._refuse(scope, send)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def replay():
+            return messages.pop(0) if messages else await receive()
 
-    async def _refuse(self, send):
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, send):
         response = JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413)
-        await response({"type": "http"}, None, send)
-
-
-class _TooLarge(Exception):
-    pass
+        await response(scope, None, send)
 
 
 async def reap_forever(store: Store, interval_s: float) -> None:

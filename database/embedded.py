@@ -17,6 +17,15 @@ import time
 from pathlib import Path
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL the server when the process that started it dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -46,13 +55,16 @@ class EmbeddedMongo:
 
     def start(self, timeout_s: float = 20.0) -> EmbeddedMongo:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            self._command(), stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),
+            # Its own session keeps a terminal's Ctrl-C away from it, so the API can shut it down in order.
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace")[-2000:] if self.process.stderr else ""
+                err = self.log_path.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"embedded database exited with code {self.process.returncode}: {err}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
