@@ -53,8 +53,26 @@ class EmbeddedMongo:
         return [exe, "--host", "127.0.0.1", "-p", str(self.port), "--db", str(self.db_path),
                 "--log-file", str(self.log_path), "--pid-file", str(pid_file)]
 
+    def _stop_stale_server(self) -> None:
+        """A crashed API may leave its server (and pid file) behind on our data file: stop it first."""
+        pid_file = self.db_path.with_suffix(".pid")
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            pid_file.unlink(missing_ok=True)
+            return
+        if "nx" in cmdline and str(self.db_path) in cmdline:
+            os.kill(pid, signal.SIGKILL)
+            for _ in range(50):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.1)
+        pid_file.unlink(missing_ok=True)
+
     def start(self, timeout_s: float = 20.0) -> EmbeddedMongo:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._stop_stale_server()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             self._command(), stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),

@@ -82,6 +82,7 @@ class ApiProcess:
     def __init__(self, run_dir: Path, port: int, extra_env: dict | None = None):
         self.run_dir, self.port, self.extra_env = run_dir, port, extra_env or {}
         self.url = f"http://127.0.0.1:{port}"
+        self.token = TEST_TOKEN
         self.process = None
 
     def start(self, timeout_s: float = 30.0) -> ApiProcess:
