@@ -52,9 +52,18 @@ def default_next_jobs(job: dict) -> list[dict]:
     return [{"kind": kind, "experiment": job["experiment"], "payload": job.get("payload") or {}}]
 
 
+def touch_alive_file() -> None:
+    """Mark this worker alive for a container healthcheck (WORKER_ALIVE_FILE, when set)."""
+    path = os.environ.get("WORKER_ALIVE_FILE")
+    if path:
+        with open(path, "a"):
+            os.utime(path)
+
+
 async def _heartbeat(client: ApiClient, job: dict, worker: str, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
+        touch_alive_file()
         try:
             await client.heartbeat(job["id"], worker)
         except LeaseLost:
@@ -117,6 +126,7 @@ async def serve(
     handled, idle = 0, 0.0
     stop = stop or asyncio.Event()
     while not stop.is_set() and (limit is None or handled < limit):
+        touch_alive_file()
         try:
             job = await client.lease_job(kinds, worker)
         except ApiError as err:
