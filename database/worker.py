@@ -79,7 +79,15 @@ async def run_one(client: ApiClient, job: dict, handler: Handler, worker: str,
     interval = heartbeat_s or max(0.5, float(job.get("timeout", 600)) / 3)
     work = asyncio.create_task(handler(job, client))
     beat = asyncio.create_task(_heartbeat(client, job, worker, interval))
-    done, _ = await asyncio.wait({work, beat}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        done, _ = await asyncio.wait({work, beat}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        # Stopped from outside (SIGTERM, Ctrl-C): hand the job back at once rather than wait for the lease.
+        work.cancel()
+        beat.cancel()
+        await asyncio.gather(work, beat, return_exceptions=True)
+        await asyncio.shield(client.fail_job(job["id"], worker, f"{job['kind']}: worker {worker} stopped", retry=True))
+        raise
     if beat in done:
         work.cancel()
         await asyncio.gather(work, return_exceptions=True)
@@ -152,3 +160,26 @@ async def serve(
         log.info("%s finished job %s: %s", worker, job["id"], state)
         handled += 1
     return handled
+
+
+def run_worker(
+    kinds: list[str], handler: Handler, *, api_url: str, token: str | None, worker_id: str | None = None,
+    once: bool = False, poll_interval_s: float = 1.0,
+) -> int:
+    """Entry point of a worker process: serve until done, SIGTERM or Ctrl-C (which hand the job back)."""
+    import signal
+
+    async def main() -> int:
+        async with ApiClient(api_url, token) as client:
+            task = asyncio.current_task()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, task.cancel)
+            try:
+                return await serve(client, kinds, handler, worker_id=worker_id, once=once,
+                                   poll_interval_s=poll_interval_s)
+            except asyncio.CancelledError:
+                log.info("worker stopped")
+                return 0
+
+    return asyncio.run(main())
