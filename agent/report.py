@@ -1,0 +1,141 @@
+"""What a run shows a researcher: a results table and four plots.
+
+Plots (PNG, in `RUN_DIR/plots/`): loss curves of each new experiment beside its parent's, fitness
+over experiments, the lineage tree coloured by fitness, and the discovery curve (experiments that
+beat the baseline against compute spent).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+COLUMNS = ["index", "name", "parent", "val loss", "bench avg", "recall", "fitness", "status", "gpu s", "cpu s",
+           "llm tokens"]
+
+
+def _num(value, digits: int = 4) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return "-"
+
+
+def row(e: dict) -> list[str]:
+    train, evaluation, costs = e.get("train") or {}, e.get("eval") or {}, e.get("costs") or {}
+    status = e.get("status", "?")
+    if status == "failed" and e.get("failure"):
+        status = f"failed@{e['failure'].get('stage')}"
+    return [str(e["index"]), e["name"][:32], _num(e.get("parent")), _num(train.get("val_loss")),
+            _num(evaluation.get("average")), _num(evaluation.get("recall")), _num(e.get("fitness"), 3), status,
+            _num(float(costs.get("gpu_seconds") or 0), 0), _num(float(costs.get("cpu_seconds") or 0), 0),
+            _num(int(costs.get("llm_tokens") or 0))]
+
+
+def results_table(experiments: list[dict]) -> str:
+    rows = [COLUMNS, *[row(e) for e in experiments]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    failures = [f"  #{e['index']} {e['failure']['stage']}: {e['failure']['reason'].splitlines()[0][:150]}"
+                for e in experiments if e.get("failure")]
+    return "\n".join(lines + (["failures:", *failures] if failures else []))
+
+
+def _curve(e: dict) -> tuple[list[float], list[float]]:
+    points = [(s, v) for s, v in (e.get("train") or {}).get("loss_curve") or [] if v is not None]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def write_plots(experiments: list[dict], tree: list[dict], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for e in experiments:
+        steps, losses = _curve(e)
+        if steps:
+            style = "k--" if e.get("is_baseline") else "-"
+            parent = f" (parent #{e['parent']})" if e.get("parent") else ""
+            ax.plot(steps, losses, style, label=f"#{e['index']} {e['name'][:24]}{parent}")
+    ax.set(xlabel="step", ylabel="training loss", title="Loss curves: parents (dashed: baseline) and children")
+    ax.legend(fontsize=7)
+    written.append(_save(fig, out_dir / "loss_curves.png", plt))
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    scored = [e for e in experiments if isinstance(e.get("fitness"), (int, float))]
+    ax.plot([e["index"] for e in scored], [e["fitness"] for e in scored], "o-")
+    failed = [e["index"] for e in experiments if e.get("status") == "failed"]
+    ax.plot(failed, [0.0] * len(failed), "rx", label="failed")
+    ax.axhline(0.5, color="grey", linestyle=":", label="baseline parity")
+    ax.set(xlabel="experiment index", ylabel="fitness", title="Fitness over experiments", ylim=(-0.05, 1.05))
+    ax.legend(fontsize=8)
+    written.append(_save(fig, out_dir / "fitness.png", plt))
+
+    written.append(_lineage_plot(tree, out_dir / "lineage.png", plt))
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    baseline_fitness = next((e["fitness"] for e in experiments if e.get("is_baseline")), 0.5) or 0.5
+    compute, beaten, spent, count = [0.0], [0], 0.0, 0
+    for e in sorted(experiments, key=lambda e: e["index"]):
+        costs = e.get("costs") or {}
+        spent += float(costs.get("gpu_seconds") or 0) + float(costs.get("cpu_seconds") or 0)
+        count += int(not e.get("is_baseline") and (e.get("fitness") or 0) > baseline_fitness)
+        compute.append(spent / 3600)
+        beaten.append(count)
+    ax.step(compute, beaten, where="post")
+    ax.set(xlabel="compute spent (GPU + CPU hours)", ylabel="experiments beating the baseline",
+           title="Discovery curve")
+    written.append(_save(fig, out_dir / "discovery.png", plt))
+    return written
+
+
+def _lineage_plot(tree: list[dict], path: Path, plt) -> Path:
+    children: dict[int | None, list[dict]] = {}
+    for node in tree:
+        children.setdefault(node.get("parent"), []).append(node)
+    positions: dict[int, tuple[float, float]] = {}
+    next_row = [0]
+
+    def place(node: dict, depth: int) -> float:
+        kids = children.get(node["index"], [])
+        if kids:
+            ys = [place(kid, depth + 1) for kid in kids]
+            y = sum(ys) / len(ys)
+        else:
+            y = next_row[0]
+            next_row[0] += 1
+        positions[node["index"]] = (depth, y)
+        return y
+
+    known = {n["index"] for n in tree}
+    for root in [n for n in tree if n.get("parent") is None or n.get("parent") not in known]:
+        place(root, 0)
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.35 * next_row[0] + 1)))
+    for node in tree:
+        if node.get("parent") in positions and node["index"] in positions:
+            (x0, y0), (x1, y1) = positions[node["parent"]], positions[node["index"]]
+            ax.plot([x0, x1], [y0, y1], color="grey", linewidth=0.8)
+    xs, ys, colours = [], [], []
+    for node in tree:
+        x, y = positions[node["index"]]
+        xs.append(x)
+        ys.append(y)
+        colours.append(node["fitness"] if isinstance(node.get("fitness"), (int, float)) else float("nan"))
+        ax.annotate(f"#{node['index']}", (x, y), textcoords="offset points", xytext=(6, 3), fontsize=7)
+    points = ax.scatter(xs, ys, c=colours, cmap="viridis", vmin=0, vmax=1, s=60, plotnonfinite=True)
+    fig.colorbar(points, ax=ax, label="fitness (grey: none)")
+    points.cmap.set_bad("lightgrey")
+    ax.set(xlabel="generation", title="Lineage", yticks=[])
+    return _save(fig, path, plt)
+
+
+def _save(fig, path: Path, plt) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
