@@ -127,9 +127,9 @@ def _lineage_plot(tree: list[dict], path: Path, plt) -> Path:
         ys.append(y)
         colours.append(node["fitness"] if isinstance(node.get("fitness"), (int, float)) else float("nan"))
         ax.annotate(f"#{node['index']}", (x, y), textcoords="offset points", xytext=(6, 3), fontsize=7)
-    points = ax.scatter(xs, ys, c=colours, cmap="viridis", vmin=0, vmax=1, s=60, plotnonfinite=True)
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
+    points = ax.scatter(xs, ys, c=colours, cmap=cmap, vmin=0, vmax=1, s=60, plotnonfinite=True)
     fig.colorbar(points, ax=ax, label="fitness (grey: none)")
-    points.cmap.set_bad("lightgrey")
     ax.set(xlabel="generation", title="Lineage", yticks=[])
     return _save(fig, path, plt)
 

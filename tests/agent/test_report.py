@@ -1,0 +1,29 @@
+import math
+
+from agent.report import results_table, write_plots
+
+
+def experiment(index, parent, fitness, status="analysed", baseline=False, val_loss=3.0):
+    return {"index": index, "name": f"exp-{index}", "parent": parent, "status": status, "is_baseline": baseline,
+            "fitness": fitness, "train": {"val_loss": val_loss, "loss_curve": [[0, 6.0], [10, 4.0], [20, val_loss]]},
+            "eval": {"average": 0.3, "recall": 0.1}, "costs": {"cpu_seconds": 40.0, "llm_tokens": 0},
+            "failure": {"stage": "engineer", "reason": "not causal: output at t=3 changed"} if status == "failed" else None}
+
+
+def test_table_shows_every_experiment_and_failure_reasons():
+    rows = [experiment(1, None, 0.5, baseline=True), experiment(2, 1, 0.61, val_loss=2.9),
+            experiment(3, 1, None, status="failed", val_loss=math.nan)]
+    table = results_table(rows)
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["index", "name", "parent"]
+    assert "2.9000" in lines[3] and "0.610" in lines[3]
+    assert "failed@engineer" in lines[4] and "not causal" in table
+
+
+def test_plots_are_written_as_pngs(tmp_path):
+    rows = [experiment(1, None, 0.5, baseline=True), experiment(2, 1, 0.7), experiment(3, 2, 0.4)]
+    tree = [{"index": r["index"], "parent": r["parent"], "fitness": r["fitness"], "name": r["name"]} for r in rows]
+    paths = write_plots(rows, tree, tmp_path)
+    assert {p.name for p in paths} == {"loss_curves.png", "fitness.png", "lineage.png", "discovery.png"}
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
