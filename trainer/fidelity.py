@@ -1,0 +1,119 @@
+"""Fidelities: named model, data and training settings, from a laptop CPU to a GPU rack.
+
+    smoke    CPU, a couple of minutes on 2 cores: tiny width and depth, short sequences, local corpus
+    explore  the exploration stage of the paper: 8 layers, hidden 256, seq 2048, ~1B tokens, bf16
+    verify   verification scale: 24 layers, hidden 1024, untied embeddings, ~15B tokens
+
+Every field can be overridden (`--set steps=50 hidden_size=32` on the command line, or a dict).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    name: str
+    # Model shell.
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    tie_embeddings: bool = True
+    mlp_ratio: float = 4.0
+    # Data.
+    dataset: str = "shakespeare"
+    seq_len: int = 128
+    # Optimisation: AdamW with a warmup-stable-decay schedule.
+    batch_size: int = 16  # sequences per optimiser step
+    micro_batch_size: int = 16  # sequences per forward pass (gradient accumulation makes up the rest)
+    steps: int = 200
+    lr: float = 3e-3
+    warmup_steps: int = 20
+    decay_fraction: float = 0.2  # the last fraction of steps decays linearly to min_lr_ratio * lr
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    dtype: str = "float32"  # "bfloat16" autocasts on CUDA
+    compile: bool = False
+    # Metrics.
+    log_every: int = 10
+    eval_every: int = 50
+    eval_batches: int = 8
+    # A candidate layer may use at most this many parameters per layer (the seed's times a margin).
+    max_layer_params: int = 200_000
+    # Divergence: stop when the training loss exceeds this multiple of its starting value.
+    divergence_ratio: float = 2.0
+    # Wall-clock limit of one training run, and the memory limit of its sandbox.
+    timeout_s: int = 900
+    memory_mb: int = 6144
+    eval_tier: str = "smoke"
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def with_overrides(self, overrides: dict | None) -> Fidelity:
+        if not overrides:
+            return self
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        typed = {}
+        for key, value in overrides.items():
+            if key not in fields:
+                raise ValueError(f"unknown fidelity field {key!r}; fields are {sorted(fields)}")
+            typed[key] = _coerce(value, type(getattr(self, key)))
+        return dataclasses.replace(self, **typed)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value, kind: type):
+    if not isinstance(value, str) or kind is str:
+        return kind(value)
+    if kind is bool:
+        if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise ValueError(f"not a boolean: {value!r}")
+        return value.lower() in ("1", "true", "yes")
+    return kind(float(value)) if kind is int else kind(value)
+
+
+FIDELITIES = {
+    "smoke": Fidelity(
+        name="smoke", vocab_size=2048, hidden_size=64, num_layers=2, num_heads=2, seq_len=128,
+        batch_size=16, micro_batch_size=16, steps=240, lr=3e-3, warmup_steps=20, log_every=10, eval_every=60,
+        eval_batches=8, max_layer_params=100_000, timeout_s=600, memory_mb=6144, eval_tier="smoke",
+    ),
+    "explore": Fidelity(
+        name="explore", vocab_size=32000, hidden_size=256, num_layers=8, num_heads=8, seq_len=2048,
+        dataset="HuggingFaceFW/fineweb-edu:sample-10BT", batch_size=256, micro_batch_size=16, steps=2000,
+        lr=3e-4, warmup_steps=100, dtype="bfloat16", compile=True, log_every=10, eval_every=200, eval_batches=32,
+        max_layer_params=1_500_000, timeout_s=4 * 3600, memory_mb=65536, eval_tier="explore",
+    ),
+    "verify": Fidelity(
+        name="verify", vocab_size=32000, hidden_size=1024, num_layers=24, num_heads=16, seq_len=2048,
+        tie_embeddings=False, dataset="HuggingFaceFW/fineweb-edu:sample-10BT", batch_size=256,
+        micro_batch_size=8, steps=28_600, lr=3e-4, warmup_steps=1000, dtype="bfloat16", compile=True,
+        log_every=50, eval_every=1000, eval_batches=64, max_layer_params=20_000_000, timeout_s=7 * 24 * 3600,
+        memory_mb=131072, eval_tier="verify",
+    ),
+}
+
+
+def get_fidelity(name: str, overrides: dict | None = None) -> Fidelity:
+    if name not in FIDELITIES:
+        raise ValueError(f"unknown fidelity {name!r}; choose one of {sorted(FIDELITIES)}")
+    return FIDELITIES[name].with_overrides(overrides)
+
+
+def parse_overrides(pairs: list[str] | None) -> dict:
+    """["steps=50", "lr=1e-3"] -> {"steps": "50", "lr": "1e-3"} (typed by with_overrides)."""
+    overrides = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"expected key=value, got {pair!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides

@@ -1,0 +1,223 @@
+"""Train a small language model around a layer program and report honest numbers.
+
+    python -m trainer.train --program trainer/programs/seed_deltanet.py --fidelity smoke --out runs/try
+
+Writes OUT/result.json (status, loss curve, validation loss, tokens/s, memory, parameters, times)
+and OUT/checkpoint/ for the evaluator. Stops early, with the reason, on a NaN loss or divergence.
+Same seed, same data order and initialisation: on a CPU the loss curve repeats exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from trainer.checkpoint import save_checkpoint
+from trainer.data import LOCAL_CORPORA, data_directory, prepare, random_windows, validation_windows
+from trainer.fidelity import Fidelity, get_fidelity, parse_overrides
+from trainer.layers import load_layer_class, route_fla
+from trainer.model import LM, LMConfig
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("RUN_DIR", "runs/default")) / "cache"
+
+
+def load_data(fidelity: Fidelity, cache_dir: Path):
+    local = fidelity.dataset in LOCAL_CORPORA or Path(fidelity.dataset).exists()
+    directory = data_directory(cache_dir, fidelity.dataset, fidelity.vocab_size, None)
+    if not local and not (directory / "meta.json").exists():
+        raise FileNotFoundError(
+            f"dataset {fidelity.dataset!r} is not prepared in {cache_dir}; tokenise it once with:\n"
+            f"  python -m trainer.data prepare --dataset {fidelity.dataset} --vocab-size {fidelity.vocab_size} "
+            f"--cache {cache_dir}")
+    return prepare(fidelity.dataset, fidelity.vocab_size, cache_dir, progress=False)
+
+
+def lr_at(step: int, fidelity: Fidelity) -> float:
+    """Warmup-stable-decay: linear warmup, constant, then linear decay over the last fraction."""
+    if step < fidelity.warmup_steps:
+        return fidelity.lr * (step + 1) / fidelity.warmup_steps
+    decay_start = int(fidelity.steps * (1 - fidelity.decay_fraction))
+    if step < decay_start:
+        return fidelity.lr
+    progress = (step - decay_start) / max(1, fidelity.steps - decay_start)
+    return fidelity.lr * (1 - (1 - fidelity.min_lr_ratio) * progress)
+
+
+def make_optimizer(model: torch.nn.Module, fidelity: Fidelity, device: torch.device) -> torch.optim.Optimizer:
+    # No weight decay on gains, biases and embeddings.
+    embedding = {id(model.embed.weight)}
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2 and id(p) not in embedding]
+    rest = [p for p in model.parameters() if p.requires_grad and (p.ndim < 2 or id(p) in embedding)]
+    groups = [{"params": decay, "weight_decay": fidelity.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=fidelity.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # ru_maxrss is in kB on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+class Trainer:
+    def __init__(self, program: str, fidelity: Fidelity, *, seed: int = 0, device: str | None = None,
+                 cache_dir: Path | None = None, progress: bool = True, compile: bool | None = None):
+        self.program, self.fidelity, self.seed, self.progress = program, fidelity, seed, progress
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.cache_dir = Path(cache_dir or default_cache_dir())
+        self.compile = fidelity.compile if compile is None else compile
+        self.autocast = self.device.type == "cuda" and fidelity.dtype == "bfloat16"
+
+    def _context(self):
+        if self.autocast:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    @torch.no_grad()
+    def validation_loss(self, model: LM, windows: torch.Tensor) -> float:
+        model.eval()
+        total = 0.0
+        for start in range(0, len(windows), self.fidelity.micro_batch_size):
+            batch = windows[start:start + self.fidelity.micro_batch_size].to(self.device)
+            with self._context():
+                total += model(batch, labels=batch).loss.item() * len(batch)
+        model.train()
+        return total / len(windows)
+
+    def run(self) -> dict:
+        fid = self.fidelity
+        started, cpu_started = time.monotonic(), time.process_time()
+        torch.manual_seed(self.seed)
+        data = load_data(fid, self.cache_dir)
+        # fla kernels only serve CUDA tensors; a CPU run uses the stand-ins even on a GPU machine.
+        backend = route_fla(use_kernels=None if self.device.type == "cuda" else False)
+        layer_cls = load_layer_class(self.program, name="program", compile=self.compile and self.device.type == "cuda")
+        config = LMConfig.from_fidelity(fid, eos_token_id=data.eos_token_id)
+        config.vocab_size = data.meta["vocab_size"]
+        torch.manual_seed(self.seed)
+        model = LM(config, layer_cls).to(self.device)
+        counts = model.parameter_counts()
+        step_model = torch.compile(model) if self.compile and self.device.type == "cuda" else model
+        optimizer = make_optimizer(model, fid, self.device)
+        generator = torch.Generator().manual_seed(self.seed)
+        val_windows = validation_windows(data.val, fid.seq_len, fid.eval_batches * fid.micro_batch_size)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+        result = {"status": "ok", "reason": None, "seed": self.seed, "device": str(self.device), "backend": backend,
+                  "fidelity": fid.to_dict(), **counts, "loss_curve": [], "val_curve": []}
+        val_start = self.validation_loss(model, val_windows)
+        result["val_loss_start"] = val_start
+        result["val_curve"].append([0, val_start])
+        accumulation = max(1, fid.batch_size // fid.micro_batch_size)
+        first_loss, train_time, tokens = None, 0.0, 0
+        from tqdm import tqdm
+
+        bar = tqdm(range(fid.steps), desc="training", unit="step", disable=not self.progress, file=sys.stderr,
+                   mininterval=1.0)
+        step = 0
+        for step in bar:
+            tick = time.monotonic()
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, fid)
+            loss_sum = 0.0
+            for _ in range(accumulation):
+                batch = random_windows(data.train, fid.seq_len, fid.micro_batch_size, generator).to(self.device)
+                with self._context():
+                    loss = step_model(batch, labels=batch).loss / accumulation
+                loss.backward()
+                loss_sum += loss.item()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), fid.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            train_time += time.monotonic() - tick
+            tokens += fid.batch_size * fid.seq_len
+            first_loss = loss_sum if first_loss is None else first_loss
+            if step % fid.log_every == 0 or step == fid.steps - 1:
+                result["loss_curve"].append([step, loss_sum])
+                bar.set_postfix(loss=f"{loss_sum:.3f}")
+            if not math.isfinite(loss_sum):
+                result.update(status="failed", reason=f"the training loss became {loss_sum} at step {step}")
+                break
+            if step > fid.warmup_steps and loss_sum > fid.divergence_ratio * first_loss:
+                result.update(status="failed", reason=f"diverged at step {step}: loss {loss_sum:.3f} is more than "
+                                                      f"{fid.divergence_ratio}x the first loss {first_loss:.3f}")
+                break
+            if fid.eval_every and step and step % fid.eval_every == 0 and step != fid.steps - 1:
+                result["val_curve"].append([step, self.validation_loss(model, val_windows)])
+        bar.close()
+
+        if result["status"] == "ok":
+            val_loss = self.validation_loss(model, val_windows)
+            result["val_curve"].append([step + 1, val_loss])
+            if not math.isfinite(val_loss):
+                result.update(status="failed", reason=f"the validation loss is {val_loss}")
+            result["val_loss"] = val_loss
+        else:
+            result["val_loss"] = None
+        wall = time.monotonic() - started
+        result.update(steps_done=step + 1, tokens=tokens, tokens_per_s=tokens / max(train_time, 1e-9),
+                      train_s=train_time, wall_s=wall, cpu_s=time.process_time() - cpu_started,
+                      gpu_s=wall if self.device.type == "cuda" else 0.0, peak_memory_mb=peak_memory_mb(self.device))
+        self.model, self.tokenizer = model, data.tokenizer
+        return result
+
+
+def train(program: str, fidelity: Fidelity, out: Path, **options) -> dict:
+    """Train, write OUT/result.json and (when the run is healthy) OUT/checkpoint/; return the result."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(program, fidelity, **options)
+    try:
+        result = trainer.run()
+        if result["status"] == "ok":
+            save_checkpoint(out / "checkpoint", trainer.model, program, trainer.tokenizer, fidelity=fidelity.name,
+                            seed=trainer.seed)
+            result["checkpoint"] = str((out / "checkpoint").resolve())
+    except Exception as exc:
+        result = {"status": "error", "reason": f"{type(exc).__name__}: {exc}",
+                  "traceback": traceback.format_exc()[-4000:]}
+    tmp = out / ".result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out / "result.json")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--program", required=True, help="layer program file (see the layer contract)")
+    parser.add_argument("--fidelity", default="smoke")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override fidelity fields")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--cache", default=None, help="data cache directory (default RUN_DIR/cache)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    fidelity = get_fidelity(args.fidelity, parse_overrides(args.set))
+    program = Path(args.program).read_text()
+    result = train(program, fidelity, Path(args.out), seed=args.seed, device=args.device, cache_dir=args.cache,
+                   progress=not args.no_progress, compile=args.compile)
+    summary = {k: result.get(k) for k in ("status", "reason", "val_loss_start", "val_loss", "tokens_per_s", "params",
+                                          "non_embedding_params", "wall_s", "checkpoint")}
+    print(json.dumps(summary, indent=1))
+    return 0 if result["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
