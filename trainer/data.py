@@ -189,7 +189,7 @@ def prepare(dataset: str, vocab_size: int, cache_dir: Path, *, max_tokens: int |
 
 
 def _take(iterator: Iterator[str], n: int) -> list[str]:
-    return [doc for _, doc in zip(range(n), iterator)]
+    return [doc for _, doc in zip(range(n), iterator, strict=False)]
 
 
 def _batches(iterator: Iterable[str], size: int) -> Iterator[list[str]]:

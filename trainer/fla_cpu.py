@@ -16,7 +16,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
 # ---------------------------------------------------------------- normalisation
 
 
@@ -124,7 +123,7 @@ class ShortConvolution(nn.Conv1d):
         else:
             # Packed sequences (B == 1): each segment starts from its own state.
             outs, states = [], []
-            for n, (start, end) in enumerate(zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist())):
+            for n, (start, end) in enumerate(zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist(), strict=False)):
                 y_n, s_n = self._conv(x[:, start:end], None if cache is None else cache[n:n + 1])
                 outs.append(y_n)
                 states.append(s_n)
@@ -215,7 +214,7 @@ def _segments(cu_seqlens, total: int):
     if cu_seqlens is None:
         return None
     bounds = cu_seqlens.tolist()
-    return list(zip(bounds[:-1], bounds[1:])) or [(0, total)]
+    return list(zip(bounds[:-1], bounds[1:], strict=False)) or [(0, total)]
 
 
 def _gated_delta_chunk(q, k, v, beta, g, scale, state, chunk_size: int = 64):
@@ -275,7 +274,8 @@ def _delta_rule(q, k, v, beta, g, scale, initial_state, output_final_state, use_
     if use_qk_l2norm_in_kernel:
         q, k = l2norm(q), l2norm(k)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    to_bhtd = (lambda x: x.float().transpose(1, 2))
+    def to_bhtd(x):
+        return (x.float().transpose(1, 2))
     q, k, v = map(to_bhtd, (q, k, v))
     beta = beta.float().transpose(1, 2)
     g = g.float().transpose(1, 2) if g is not None else None

@@ -142,7 +142,9 @@ async def test_lost_lease_cancels_the_handler(api_client):
 
     async def steal():
         async def queued():
-            return (await api_client.get_job(job["id"]))["status"] == "queued"
+            # Re-queued after the worker's lease expired, not merely not yet leased.
+            current = await api_client.get_job(job["id"])
+            return current["status"] == "queued" and current["attempts"] == 1
         await wait_for(queued)
         return await api_client.lease_job(["train"], "thief")
 

@@ -11,12 +11,11 @@ projection of the input, then an output projection.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 from einops import rearrange
-
 from fla.layers.utils import get_unpad_data, index_first_axis, pad_input
 from fla.modules import FusedRMSNormGated, RMSNorm, ShortConvolution
 from fla.ops.delta_rule import chunk_delta_rule
@@ -37,7 +36,7 @@ class DeltaNet(nn.Module):
         use_short_conv: bool = True,
         conv_size: int = 4,
         conv_bias: bool = False,
-        layer_idx: Optional[int] = None,
+        layer_idx: int | None = None,
         norm_eps: float = 1e-5,
         **kwargs,
     ) -> None:
@@ -72,12 +71,12 @@ class DeltaNet(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        attention_mask: Optional[torch.Tensor] = None,
-        past_key_values: Optional["Cache"] = None,
-        use_cache: Optional[bool] = False,
-        output_attentions: Optional[bool] = False,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool | None = False,
+        output_attentions: bool | None = False,
         **kwargs,
-    ) -> Tuple[torch.Tensor, None, Optional["Cache"]]:
+    ) -> tuple[torch.Tensor, None, Cache | None]:
         batch, length, _ = hidden_states.shape
         state = None
         if past_key_values is not None and len(past_key_values) > self.layer_idx:

@@ -1,0 +1,113 @@
+"""Runs inside a sandboxed child before the untrusted code: `python -m trainer.sandbox_guard WORKDIR -- ARGS`.
+
+It tightens the process from the inside, while it is still single-threaded: a private network
+namespace where the kernel allows one, resource limits, the working directory, and a Python audit
+hook that refuses network use, writes outside the working directory (and the caches it is given),
+reading other processes' /proc entries (their environment holds secrets), and starting programs
+other than the compilers GPU kernels need. Then it runs ARGS (`-m module ...`, `-c code` or a
+script) as the main program. Refusals raise PermissionError with a message starting "sandbox:".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import re
+import resource
+import runpy
+import sys
+
+# Programs a GPU toolchain starts (Triton's compiler and launcher build); nothing else may run.
+ALLOWED_EXECUTABLES = {"ptxas", "cuobjdump", "nvdisasm", "nvcc", "gcc", "cc", "g++", "c++", "clang", "ldconfig",
+                       "ld", "as"}
+CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+_PROC_PID = re.compile(r"^/proc/(\d+)(/|$)")
+
+
+def isolate_network() -> bool:
+    """A new, empty network namespace (loopback down): no connection can leave. Best effort."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    except OSError:
+        return False
+    flags = CLONE_NEWNET if os.geteuid() == 0 else CLONE_NEWUSER | CLONE_NEWNET
+    return libc.unshare(flags) == 0
+
+
+def set_limits(memory_mb: int | None, cpu_s: int | None, file_mb: int | None) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if memory_mb:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 2**20, memory_mb * 2**20))
+    if cpu_s:
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
+    if file_mb:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_mb * 2**20, file_mb * 2**20))
+
+
+class Guard:
+    def __init__(self, writable: list[str]):
+        self.writable = [os.path.realpath(p) for p in writable]
+        self.pid = str(os.getpid())
+
+    def _inside(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == "/dev/null" or any(real == root or real.startswith(root + os.sep) for root in self.writable)
+
+    def _refuse(self, what: str) -> None:
+        raise PermissionError(f"sandbox: {what} is not allowed")
+
+    def __call__(self, event: str, args: tuple) -> None:
+        if event.startswith("socket.") and event not in ("socket.__new__", "socket.gethostname"):
+            self._refuse("network access")
+        elif event == "open":
+            path, mode, flags = args
+            if isinstance(path, int) or path is None:
+                return
+            path = os.fsdecode(path)
+            match = _PROC_PID.match(os.path.abspath(path))
+            if match and match.group(1) != self.pid:
+                self._refuse(f"reading another process's {path}")
+            writing = (mode and any(c in mode for c in "wax+")) or (flags and flags & (os.O_WRONLY | os.O_RDWR))
+            if writing and not self._inside(path):
+                self._refuse(f"writing {path} outside the working directory")
+        elif event in ("os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.chmod", "os.chown", "os.truncate",
+                       "os.symlink", "os.link", "shutil.rmtree", "shutil.move", "shutil.copyfile"):
+            paths = [a for a in args if isinstance(a, (str, bytes, os.PathLike))]
+            for path in paths[:2] if event in ("os.rename", "shutil.move", "os.link", "os.symlink") else paths[:1]:
+                if not self._inside(os.fsdecode(path)):
+                    self._refuse(f"{event} on {os.fsdecode(path)} outside the working directory")
+        elif event in ("os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.kill",
+                       "os.killpg", "pty.spawn"):
+            self._refuse(event)
+        elif event == "subprocess.Popen":
+            executable = os.path.basename(os.fsdecode(args[0] or (args[1][0] if args[1] else "")))
+            if executable not in ALLOWED_EXECUTABLES:
+                self._refuse(f"starting {executable!r}")
+
+
+def main(argv: list[str]) -> None:
+    if "--" not in argv or len(argv) < 3:
+        raise SystemExit("usage: python -m trainer.sandbox_guard WORKDIR [WRITABLE...] -- ARGS")
+    split = argv.index("--")
+    workdir, writable, target = argv[0], argv[1:split], argv[split + 1:]
+    network = os.environ.pop("SANDBOX_NETWORK", "0") == "1"
+    limits = [int(os.environ.pop(name, "0") or 0) for name in ("SANDBOX_MEMORY_MB", "SANDBOX_CPU_S", "SANDBOX_FILE_MB")]
+    isolated = network or isolate_network()
+    set_limits(*limits)
+    os.chdir(workdir)
+    os.environ["SANDBOX_NETWORK_ISOLATED"] = "1" if isolated else "0"
+    sys.addaudithook(Guard([workdir, *writable]))
+    if target[0] == "-m":
+        sys.argv = [target[1], *target[2:]]
+        runpy.run_module(target[1], run_name="__main__", alter_sys=True)
+    elif target[0] == "-c":
+        sys.argv = ["-c", *target[2:]]
+        exec(compile(target[1], "<sandboxed>", "exec"), {"__name__": "__main__"})
+    else:
+        sys.argv = target
+        runpy.run_path(target[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
