@@ -35,10 +35,13 @@ def get_similarity_backend(settings: SettingsDep) -> Similarity:
 SimilarityDep = Annotated[Similarity, Depends(get_similarity_backend)]
 
 
-def _check_token(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
-    supplied = credentials.credentials if credentials else ""
+def tokens_match(supplied: str | None, expected: str) -> bool:
     # Constant-time comparison: response timing must not reveal how much of a guess was right.
-    if not supplied or not hmac.compare_digest(supplied.encode(), settings.api_token.encode()):
+    return bool(supplied) and hmac.compare_digest(supplied.encode(), expected.encode())
+
+
+def _check_token(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
+    if not tokens_match(credentials.credentials if credentials else "", settings.api_token):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token (Authorization: Bearer <API_TOKEN>)",
             headers={"WWW-Authenticate": "Bearer"},
