@@ -25,6 +25,7 @@ from pathlib import Path
 
 from database.client import ApiClient
 from agent.cluster import LocalCluster
+from agent.cognition import ensure_cognition
 from agent.report import results_table, write_plots
 
 log = logging.getLogger("pipeline")
@@ -126,6 +127,7 @@ async def evolve(client: ApiClient, state: RunState, parallel: int, seed: int) -
     follower = Follower(client, started)
     payload = {"fidelity": state.fidelity, "seed": seed}
     experiments = state.target
+    await ensure_cognition(client)
     baseline = await ensure_baseline(client, state, follower, payload)
     follower.say(f"baseline #{baseline['index']}: val loss {baseline['train']['val_loss']:.4f}, "
                  f"fitness {baseline['fitness']:.3f}")
