@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from database.client import ApiClient
 from agent.cluster import LocalCluster
 from agent.cognition import ensure_cognition
 from agent.report import results_table, write_plots
+from database.client import ApiClient
 
 log = logging.getLogger("pipeline")
 TERMINAL = {"succeeded", "failed"}
