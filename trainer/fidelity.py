@@ -36,7 +36,8 @@ class Fidelity:
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    dtype: str = "float32"  # "bfloat16" autocasts on CUDA
+    # "auto": bfloat16 autocast on CUDA (fla's chunked kernels refuse float32), float32 on a CPU.
+    dtype: str = "auto"
     compile: bool = False
     # Metrics.
     log_every: int = 10

@@ -78,7 +78,7 @@ class Trainer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.cache_dir = Path(cache_dir or default_cache_dir())
         self.compile = fidelity.compile if compile is None else compile
-        self.autocast = self.device.type == "cuda" and fidelity.dtype == "bfloat16"
+        self.autocast = self.device.type == "cuda" and fidelity.dtype in ("auto", "bfloat16")
 
     def _context(self):
         if self.autocast:
