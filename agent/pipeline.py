@@ -27,10 +27,13 @@ from agent.cluster import LocalCluster
 from agent.cognition import ensure_cognition
 from agent.report import results_table, write_plots
 from database.client import ApiClient
+from trainer.fidelity import parse_overrides
 
 log = logging.getLogger("pipeline")
 TERMINAL = {"succeeded", "failed"}
-STAGE_TIMEOUTS = {"research": 600, "engineer": 600, "train": 900, "evaluate": 900, "analyse": 600}
+# Lease length of every job of a chain: how long a silent (killed) worker holds a job before another
+# takes it. Workers heartbeat every third of it; how long work may take is each stage's own limit.
+LEASE_S = 60.0
 
 
 @dataclass
@@ -88,8 +91,8 @@ class Follower:
 
 
 async def submit_chain(client: ApiClient, kind: str, experiment: int | None, payload: dict) -> str:
-    job = await client.create_job(kind=kind, experiment=experiment, payload=payload, max_attempts=2,
-                                  timeout=STAGE_TIMEOUTS[kind])
+    lease = float(payload.get("lease_s", LEASE_S))
+    job = await client.create_job(kind=kind, experiment=experiment, payload=payload, max_attempts=3, timeout=lease)
     return job["id"]
 
 
@@ -122,10 +125,10 @@ async def ensure_baseline(client: ApiClient, state: RunState, follower: Follower
     return baseline
 
 
-async def evolve(client: ApiClient, state: RunState, parallel: int, seed: int) -> list[dict]:
+async def evolve(client: ApiClient, state: RunState, parallel: int, seed: int, extra: dict | None = None) -> list[dict]:
     started = time.monotonic()
     follower = Follower(client, started)
-    payload = {"fidelity": state.fidelity, "seed": seed}
+    payload = {"fidelity": state.fidelity, "seed": seed, **(extra or {})}
     experiments = state.target
     await ensure_cognition(client)
     baseline = await ensure_baseline(client, state, follower, payload)
@@ -175,7 +178,10 @@ async def run(args: argparse.Namespace) -> int:
     wall = time.monotonic()
     try:
         async with ApiClient(url, token) as client:
-            rows = await evolve(client, state, args.parallel, args.seed)
+            extra = {"lease_s": args.lease_s}
+            if args.set:
+                extra["overrides"] = parse_overrides(args.set)
+            rows = await evolve(client, state, args.parallel, args.seed, extra)
             tree = await client.tree()
         print(results_table(rows))
         plots = write_plots(rows, tree, run_dir / "plots")
@@ -197,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api", default=None, help="URL of a deployed candidate API (default: start one here)")
     parser.add_argument("--token", default=os.environ.get("API_TOKEN"))
     parser.add_argument("--resume", action="store_true", help="continue the run recorded in RUN_DIR")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override fidelity fields for every experiment, e.g. --set steps=100")
+    parser.add_argument("--lease-s", type=float, default=LEASE_S,
+                        help="how long a silent worker holds a job before another takes it over")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:

@@ -283,7 +283,9 @@ class Store:
         # Follow-ups first, with ids derived from this job: if the API dies before the job is marked
         # done, the repeated completion re-creates nothing, and nothing is lost.
         for number, follow in enumerate(next_jobs):
-            await self.create_job(job={**follow, "id": f"{job_id}.{number}", "root": current["root"]})
+            # A follow-up keeps the chain's lease length and attempts unless it names its own.
+            inherited = {"timeout": current["timeout"], "max_attempts": current["max_attempts"]}
+            await self.create_job(job={**inherited, **follow, "id": f"{job_id}.{number}", "root": current["root"]})
         doc = await self.jobs.find_one_and_update(
             {"_id": job_id, "status": "running", "worker": worker},
             {"$set": {"status": "succeeded", "result": result, "updated_at": now}},
