@@ -132,7 +132,8 @@ def run_sandboxed(argv: list[str], *, workdir: Path, timeout_s: float, memory_mb
     environment = child_env(workdir, env, writable)
     # CUDA reserves far more address space than it uses, so GPU children get only the resident-memory monitor.
     environment.update(SANDBOX_MEMORY_MB="0" if cuda else str(memory_mb), SANDBOX_CPU_S=str(cpu_s),
-                       SANDBOX_FILE_MB=str(file_mb), SANDBOX_NETWORK="1" if network else "0")
+                       SANDBOX_FILE_MB=str(file_mb), SANDBOX_NETWORK="1" if network else "0",
+                       SANDBOX_PARENT_PID=str(os.getpid()))
     command = [sys.executable, "-m", "trainer.sandbox_guard", str(workdir), *map(str, writable), "--", *argv[1:]]
     started = time.monotonic()
     peak_kb, reason = 0, None

@@ -16,12 +16,14 @@ import os
 import re
 import resource
 import runpy
+import signal
 import sys
 
 # Programs a GPU toolchain starts (Triton's compiler and launcher build); nothing else may run.
 ALLOWED_EXECUTABLES = {"ptxas", "cuobjdump", "nvdisasm", "nvcc", "gcc", "cc", "g++", "c++", "clang", "ldconfig",
                        "ld", "as"}
 CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+PR_SET_PDEATHSIG = 1
 _PROC_PID = re.compile(r"^/proc/(\d+)(/|$)")
 
 
@@ -33,6 +35,17 @@ def isolate_network() -> bool:
         return False
     flags = CLONE_NEWNET if os.geteuid() == 0 else CLONE_NEWUSER | CLONE_NEWNET
     return libc.unshare(flags) == 0
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when the worker that started it dies (Linux), so no training outlives it."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(137)
 
 
 def set_limits(memory_mb: int | None, cpu_s: int | None, file_mb: int | None) -> None:
@@ -91,6 +104,8 @@ def main(argv: list[str]) -> None:
         raise SystemExit("usage: python -m trainer.sandbox_guard WORKDIR [WRITABLE...] -- ARGS")
     split = argv.index("--")
     workdir, writable, target = argv[0], argv[1:split], argv[split + 1:]
+    if sys.platform == "linux" and os.environ.get("SANDBOX_PARENT_PID"):
+        die_with_parent(int(os.environ.pop("SANDBOX_PARENT_PID")))
     network = os.environ.pop("SANDBOX_NETWORK", "0") == "1"
     limits = [int(os.environ.pop(name, "0") or 0) for name in ("SANDBOX_MEMORY_MB", "SANDBOX_CPU_S", "SANDBOX_FILE_MB")]
     isolated = network or isolate_network()
