@@ -1,6 +1,9 @@
 """The README's commands work when pasted."""
 
+import json
+import os
 import re
+import sys
 import subprocess
 from pathlib import Path
 
@@ -33,3 +36,15 @@ def test_api_curl_examples_run_against_a_live_api(start_api):
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"status":"ok"' in done.stdout and '"index":1' in done.stdout and "pool is empty" in done.stdout
+
+
+def test_train_by_hand_command_trains_the_seed(tmp_path):
+    block = next(b for b in bash_blocks() if "-m trainer.train" in b)
+    command = block.strip().replace(".venv/bin/python", sys.executable).replace("trainer/programs",
+                                                                              str(ROOT / "trainer/programs"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RUN_DIR": str(tmp_path / "run")}
+    done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    assert summary["status"] == "ok" and summary["val_loss"] < summary["val_loss_start"] - 1.0
+    assert (tmp_path / "runs/try/checkpoint/model.safetensors").exists()

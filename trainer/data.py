@@ -141,8 +141,9 @@ class TokenData:
         return self.meta["eos_token_id"]
 
 
-def data_directory(cache_dir: Path, dataset: str, vocab_size: int, max_tokens: int | None) -> Path:
-    key = hashlib.sha256(f"{dataset}|{vocab_size}|{max_tokens}".encode()).hexdigest()[:10]
+def data_directory(cache_dir: Path, dataset: str, vocab_size: int) -> Path:
+    """One directory per (dataset, vocabulary); delete it to prepare again with other settings."""
+    key = hashlib.sha256(f"{dataset}|{vocab_size}".encode()).hexdigest()[:10]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset)[-40:]
     return Path(cache_dir) / "data" / f"{safe}-{vocab_size}-{key}"
 
@@ -150,7 +151,7 @@ def data_directory(cache_dir: Path, dataset: str, vocab_size: int, max_tokens: i
 def prepare(dataset: str, vocab_size: int, cache_dir: Path, *, max_tokens: int | None = None,
             tokenizer_docs: int = 20_000, progress: bool = True) -> TokenData:
     """Tokenise a corpus once into `train.bin`/`val.bin` (+ tokenizer, meta); reuse it afterwards."""
-    directory = data_directory(cache_dir, dataset, vocab_size, max_tokens)
+    directory = data_directory(cache_dir, dataset, vocab_size)
     if (directory / "meta.json").exists():
         return TokenData(directory)
     directory.mkdir(parents=True, exist_ok=True)

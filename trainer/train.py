@@ -34,7 +34,7 @@ def default_cache_dir() -> Path:
 
 def load_data(fidelity: Fidelity, cache_dir: Path):
     local = fidelity.dataset in LOCAL_CORPORA or Path(fidelity.dataset).exists()
-    directory = data_directory(cache_dir, fidelity.dataset, fidelity.vocab_size, None)
+    directory = data_directory(cache_dir, fidelity.dataset, fidelity.vocab_size)
     if not local and not (directory / "meta.json").exists():
         raise FileNotFoundError(
             f"dataset {fidelity.dataset!r} is not prepared in {cache_dir}; tokenise it once with:\n"
