@@ -1,150 +1,186 @@
-"""An lm-evaluation-harness model over our checkpoints: `lm_eval --model discovery --model_args checkpoint=DIR`.
+"""An lm-evaluation-harness model over our checkpoints, registered as `discovery`.
 
-The adapter follows lm-eval's own HF model (`HFLM`) request by request, so numbers are comparable:
-loglikelihood requests are encoded the same way (trailing context whitespace moves to the
-continuation; an empty context is the end-of-text token), truncated from the left to the model's
-length, batched longest first, and scored with a log-softmax; rolling loglikelihoods use lm-eval's
-disjoint windows; generation is greedy until a stop string.
+    python -m evaluator.lm_eval_cli --model discovery --model_args checkpoint=DIR --tasks ... (see there)
+    DiscoveryLM.from_checkpoint(DIR)                      # in Python
+    DiscoveryLM(model, tokenizer, eot_token_id=0, max_length=1024)   # any ids -> logits model
 
-It works with any causal model that maps token ids [B, T] to logits [B, T, V] (our `trainer.model.LM`,
-or a Hugging Face model) and a tokenizer with `encode` (a `tokenizers.Tokenizer` or a Hugging Face one).
+The adapter follows lm-eval's own HF model (`HFLM`) request by request, so its numbers can be
+compared with published ones: a (context, continuation) pair is encoded as a whole and split at the
+context's length, trailing context whitespace moving to the continuation; an empty context becomes
+the prefix (end-of-text) token; inputs are truncated from the left to `max_length`; rolling
+loglikelihoods use lm-eval's disjoint windows; generation is greedy until a stop string. Unlike HFLM
+no special tokens are ever added by the tokenizer: the prefix token is the only one.
+
+Checkpoints of recurrent (linear-attention) models have no position limit, so `from_checkpoint`
+evaluates on windows of at least EVAL_LENGTH tokens: long prompts (BoolQ passages, far key-value
+lookups) are not cut to the short training length of a smoke run. `max_length=` overrides it.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
-import torch.nn.functional as F
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
-from tqdm import tqdm
+
+from evaluator.scoring import greedy_generate, score_continuations
 
 EVAL_LENGTH = 1024
+DEFAULT_BATCH_SIZE = 32
 
 
 class TokenizerAdapter:
-    """One `encode(text) -> ids` / `decode(ids) -> text` over both tokenizer libraries, no special tokens added."""
+    """`encode(text) -> ids` and `decode(ids) -> text`, never adding special tokens.
+
+    Accepts a `tokenizers.Tokenizer` (what checkpoints store), a Hugging Face tokenizer, or any object
+    with `encode`/`decode` over lists of ints.
+    """
 
     def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.fast = hasattr(tokenizer, "encode_batch")  # a `tokenizers.Tokenizer`
+        self.inner = tokenizer
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:  # pragma: no cover - tokenizers ships with transformers
+            Tokenizer = ()
+        if isinstance(tokenizer, Tokenizer):
+            self._encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids
+        elif hasattr(tokenizer, "convert_tokens_to_ids"):  # a Hugging Face tokenizer
+            self._encode = lambda text: tokenizer.encode(text, add_special_tokens=False)
+        else:
+            self._encode = tokenizer.encode
 
     def encode(self, text: str) -> list[int]:
-        if self.fast:
-            return self.tokenizer.encode(text, add_special_tokens=False).ids
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        ids = self._encode(text)
+        return list(getattr(ids, "ids", ids))
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
+        return self.inner.decode(list(ids))
+
+
+def _batch_size(value) -> int:
+    # lm-eval's CLI passes strings, "auto" included; memory probing is not worth it for small models.
+    text = str(value)
+    return DEFAULT_BATCH_SIZE if text.startswith("auto") else int(text)
 
 
 @register_model("discovery")
 class DiscoveryLM(LM):
-    def __init__(self, checkpoint: str | None = None, model=None, tokenizer=None, eot_token_id: int | None = None,
-                 max_length: int | None = None, batch_size: int | str = 16, device: str = "cpu",
-                 max_gen_toks: int = 48, **kwargs):
+    def __init__(self, model=None, tokenizer=None, *, eot_token_id: int | None = None, max_length: int | None = None,
+                 batch_size: int | str = DEFAULT_BATCH_SIZE, device: str | torch.device | None = None,
+                 prefix_token_id: int | None = None, max_gen_toks: int = 256, dtype: str = "auto",
+                 checkpoint: str | None = None, progress: bool = True, **_ignored):
+        """`model(ids[B, T])` returns logits [B, T, V] or an object with `.logits`; `checkpoint=` loads one
+        instead (how lm-eval's CLI builds the model from `--model_args checkpoint=DIR`)."""
         super().__init__()
+        device = torch.device(device or "cpu")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            device = torch.device("cpu")  # lm-eval's command line asks for cuda by default, as HFLM falls back
         if checkpoint is not None:
-            from trainer.checkpoint import load_checkpoint
-
-            loaded = load_checkpoint(checkpoint, device=device)
-            model, tokenizer = loaded.model, loaded.tokenizer
-            eot_token_id = loaded.config["eos_token_id"] if eot_token_id is None else eot_token_id
-            # Recurrent layers run at any length: evaluate on windows of at least EVAL_LENGTH tokens, so long
-            # prompts are not cut to the (short, at smoke scale) training length.
-            max_length = max_length or max(loaded.config["max_seq_len"], EVAL_LENGTH)
+            model, tokenizer, eot_token_id, max_length = _load(checkpoint, device, eot_token_id, max_length)
         if model is None or tokenizer is None or eot_token_id is None or max_length is None:
             raise ValueError("give a checkpoint, or a model, tokenizer, eot_token_id and max_length")
-        self.model = model.eval()
-        self.tokenizer = TokenizerAdapter(tokenizer)
-        self.eot_token_id, self.max_length = int(eot_token_id), int(max_length)
-        self.batch_size = 16 if str(batch_size).startswith("auto") else int(batch_size)
-        self._device = torch.device(device)
+        self.model = model.eval() if hasattr(model, "eval") else model
+        self.tokenizer = tokenizer if isinstance(tokenizer, TokenizerAdapter) else TokenizerAdapter(tokenizer)
+        self.eot_token_id = int(eot_token_id)
+        self.prefix_token_id = self.eot_token_id if prefix_token_id is None else int(prefix_token_id)
+        self.max_length = int(max_length)
+        self.batch_size = _batch_size(batch_size)
         self.max_gen_toks = int(max_gen_toks)
+        self._device = device  # lm-eval reads it through its `device` property
+        self.progress = progress
+        # fla's fused kernels refuse float32 on a GPU: run CUDA forwards under bfloat16 autocast, as training does.
+        self.autocast = device.type == "cuda" and dtype in ("auto", "bfloat16")
+
+    @classmethod
+    def from_checkpoint(cls, directory, *, device: str = "cpu", batch_size: int | str = DEFAULT_BATCH_SIZE,
+                        max_length: int | None = None, **kwargs) -> DiscoveryLM:
+        return cls(checkpoint=str(directory), device=device, batch_size=batch_size, max_length=max_length, **kwargs)
 
     # ---------------------------------------------------------------- model calls
 
     @torch.no_grad()
-    def _logprobs(self, batch: list[list[int]]) -> torch.Tensor:
-        """Log-probabilities [B, T, V] for right-padded token lists (padding never affects a causal prefix)."""
-        width = max(len(tokens) for tokens in batch)
-        ids = torch.full((len(batch), width), self.eot_token_id, dtype=torch.long)
-        for row, tokens in enumerate(batch):
-            ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        out = self.model(ids.to(self._device))
-        logits = out if isinstance(out, torch.Tensor) else out.logits
-        return F.log_softmax(logits.float(), dim=-1).cpu()
+    def _forward(self, ids: torch.Tensor) -> torch.Tensor:
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        with autocast:
+            out = self.model(ids.to(self._device))
+        return out if isinstance(out, torch.Tensor) else out.logits
 
-    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        if context == "":
+            continuation_ids = self.tokenizer.encode(continuation)
+            if continuation_ids and continuation_ids[0] == self.prefix_token_id:
+                return continuation_ids[:1], continuation_ids[1:]
+            return [self.prefix_token_id], continuation_ids
         spaces = len(context) - len(context.rstrip())
         if spaces:
             context, continuation = context[:-spaces], context[-spaces:] + continuation
         whole = self.tokenizer.encode(context + continuation)
         context_ids = self.tokenizer.encode(context)
+        if not context_ids:  # a context of whitespace only: as an empty one (HFLM would fail an assertion)
+            return [self.prefix_token_id], whole
         return context_ids, whole[len(context_ids):]
 
-    def _score(self, pairs: list[tuple[list[int], list[int]]], desc: str, progress: bool) -> list[tuple[float, bool]]:
-        """(sum of continuation log-probabilities, whether greedy decoding gives it) per pair."""
-        # A continuation longer than the window is scored on its last max_length tokens only.
-        pairs = [(context, continuation[-self.max_length:]) for context, continuation in pairs]
-        inputs = [(context + continuation)[-(self.max_length + 1):][:-1] for context, continuation in pairs]
-        order = sorted(range(len(pairs)), key=lambda i: -len(inputs[i]))
-        results: list[tuple[float, bool] | None] = [None] * len(pairs)
-        for start in tqdm(range(0, len(order), self.batch_size), desc=desc, disable=not progress, leave=False):
-            rows = order[start:start + self.batch_size]
-            logprobs = self._logprobs([inputs[i] for i in rows])
-            for row, i in enumerate(rows):
-                continuation = pairs[i][1]
-                length = len(inputs[i])
-                scores = logprobs[row, length - len(continuation):length]
-                target = torch.tensor(continuation, dtype=torch.long)
-                total = scores.gather(-1, target[:, None]).sum().item()
-                results[i] = (total, bool((scores.argmax(-1) == target).all()))
-        return results
+    def _score(self, pairs, progress: bool, desc: str) -> list[tuple[float, bool]]:
+        return score_continuations(self._forward, pairs, max_length=self.max_length, batch_size=self.batch_size,
+                                   pad_id=self.eot_token_id, progress=progress, desc=desc)
 
     # ---------------------------------------------------------------- lm-eval's interface
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        pairs = []
-        for request in requests:
-            context, continuation = request.args
-            if context == "":
-                pairs.append(([self.eot_token_id], self.tokenizer.encode(continuation)))
-            else:
-                pairs.append(self._encode_pair(context, continuation))
-        return self._score(pairs, "loglikelihood", not disable_tqdm)
+        pairs = [self.encode_pair(*request.args) for request in requests]
+        return self._score(pairs, self.progress and not disable_tqdm, "loglikelihood")
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        totals = []
-        for request in tqdm(requests, desc="rolling loglikelihood", disable=disable_tqdm, leave=False):
+        # All windows of all documents are scored together, so batches stay full.
+        windows, owners = [], []
+        for index, request in enumerate(requests):
             tokens = self.tokenizer.encode(request.args[0])
-            windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
-                token_list=tokens, prefix_token=self.eot_token_id, max_seq_len=self.max_length, context_len=1)]
-            scores = self._score([(list(c), list(t)) for c, t in windows], "windows", False)
-            totals.append(sum(score for score, _ in scores))
+            for window in get_rolling_token_windows(token_list=tokens, prefix_token=self.prefix_token_id,
+                                                    max_seq_len=self.max_length, context_len=1):
+                windows.append(make_disjoint_window(window))
+                owners.append(index)
+        scores = self._score(windows, self.progress and not disable_tqdm, "rolling loglikelihood")
+        totals = [0.0] * len(requests)
+        for index, (score, _) in zip(owners, scores, strict=True):
+            totals[index] += score
         return totals
 
-    @torch.no_grad()
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        outputs = []
-        for request in tqdm(requests, desc="generate", disable=disable_tqdm, leave=False):
+        prompts, budgets, stops = [], [], []
+        for request in requests:
             context, options = request.args
+            options = dict(options or {})
             until = options.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
-            limit = int(options.get("max_gen_toks", self.max_gen_toks))
-            tokens = self.tokenizer.encode(context) or [self.eot_token_id]
-            generated: list[int] = []
-            text = ""
-            for _ in range(limit):
-                window = (tokens + generated)[-self.max_length:]
-                next_id = int(self._logprobs([window])[0, -1].argmax())
-                if next_id == self.eot_token_id:
-                    break
-                generated.append(next_id)
-                text = self.tokenizer.decode(generated)
-                if any(stop in text for stop in until):
-                    break
+            budget = int(options.get("max_gen_toks", self.max_gen_toks))
+            # Room for the answer: the prompt keeps its last (max_length - budget) tokens, as in HFLM.
+            keep = max(1, self.max_length - budget)
+            prompts.append((self.tokenizer.encode(context) or [self.prefix_token_id])[-keep:])
+            budgets.append(budget)
+            stops.append(until)
+
+        def should_stop(index: int, generated: list[int]) -> bool:
+            text = self.tokenizer.decode(generated)
+            return any(stop in text for stop in stops[index])
+
+        generated = greedy_generate(self._forward, prompts, max_new_tokens=budgets, max_length=self.max_length,
+                                    batch_size=self.batch_size, pad_id=self.eot_token_id, eot_id=self.eot_token_id,
+                                    should_stop=should_stop, progress=self.progress and not disable_tqdm)
+        outputs = []
+        for ids, until in zip(generated, stops, strict=True):
+            text = self.tokenizer.decode(ids)
             for stop in until:
                 text = text.split(stop)[0]
             outputs.append(text)
         return outputs
+
+
+def _load(checkpoint: str, device: torch.device, eot_token_id: int | None, max_length: int | str | None):
+    from trainer.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint, device=device)
+    eot = loaded.config["eos_token_id"] if eot_token_id is None else eot_token_id
+    length = int(max_length) if max_length else max(int(loaded.config["max_seq_len"]), EVAL_LENGTH)
+    return loaded.model, loaded.tokenizer, eot, length

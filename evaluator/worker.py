@@ -1,8 +1,12 @@
-"""The evaluator service: `python -m evaluator.worker [--once] [--device cuda]`.
+"""The evaluator service: `python -m evaluator.worker [--once] [--api URL] [--token T] [--device cuda]`.
 
-Leases `evaluate` jobs from the candidate API, benchmarks the experiment's checkpoint at the tier of
-its fidelity (in a thread, so heartbeats go on), and stores the scores on the experiment. A missing
-checkpoint or a non-finite score is the candidate's fault: the job fails without retry.
+Leases `evaluate` jobs from the candidate API, benchmarks the experiment's checkpoint at the tier named
+by the job's fidelity (smoke, explore, verify), stores the scores as the experiment's `eval` and adds
+the time spent to its costs. The benchmark runs in a thread, so the lease's heartbeats go on.
+
+Whose fault a failure is decides whether the job is retried: a missing checkpoint, one whose program
+no longer loads, a model that crashes or scores NaN are the candidate's (`CandidateError`, no retry);
+missing benchmark data or a broken library are the infrastructure's (retried).
 """
 
 from __future__ import annotations
@@ -15,40 +19,70 @@ import time
 from pathlib import Path
 
 from database.worker import CandidateError, run_worker
-from evaluator.evaluate import TIERS, evaluate_checkpoint
+from evaluator.evaluate import TIERS, default_cache_dir, evaluate_model
 
 log = logging.getLogger("evaluator")
 
 
-def tier_of(fidelity: str) -> str:
-    return fidelity if fidelity in TIERS else "smoke"
+def tier_of(job: dict, experiment: dict) -> str:
+    fidelity = (job.get("payload") or {}).get("fidelity") or experiment.get("fidelity") or "smoke"
+    if fidelity not in TIERS:
+        raise CandidateError(f"no evaluation tier for fidelity {fidelity!r}; tiers are {sorted(TIERS)}")
+    return fidelity
+
+
+def checkpoint_of(experiment: dict) -> Path:
+    checkpoint = (experiment.get("train") or {}).get("checkpoint")
+    if not checkpoint:
+        raise CandidateError(f"experiment #{experiment['index']} has no checkpoint to evaluate (train.checkpoint "
+                             "is not set)")
+    path = Path(checkpoint)
+    if not (path / "config.json").exists():
+        raise CandidateError(f"experiment #{experiment['index']}: checkpoint {checkpoint} is missing "
+                             "(no config.json there)")
+    return path
+
+
+def evaluate_candidate(checkpoint: Path, tier: str, *, limit: int | None, cache_dir: Path, device: str) -> dict:
+    """Load and score a checkpoint, sorting failures into the candidate's and everyone else's."""
+    from evaluator.harness import DiscoveryLM
+    from evaluator.tasks import build_tasks
+
+    build_tasks(cache_dir, TIERS[tier]["tasks"])  # benchmark data problems are not the candidate's
+    started = time.monotonic()
+    try:
+        lm = DiscoveryLM.from_checkpoint(checkpoint, device=device, progress=False)
+    except Exception as err:
+        raise CandidateError(f"checkpoint {checkpoint} does not load: {err}") from err
+    try:
+        scores = evaluate_model(lm, tier, limit=limit, cache_dir=cache_dir, progress=False)
+    except (ValueError, RuntimeError, FloatingPointError, IndexError) as err:
+        # A non-finite score (ValueError) or the candidate's program failing inside a forward pass.
+        raise CandidateError(f"evaluation failed: {err}") from err
+    scores["wall_s"] = time.monotonic() - started
+    return scores
 
 
 async def handle_evaluate(job: dict, client) -> dict:
-    index = job["experiment"]
+    index = job.get("experiment")
     if index is None:
         raise CandidateError("an evaluate job needs an experiment")
     experiment = await client.get_experiment(index)
-    checkpoint = (experiment.get("train") or {}).get("checkpoint")
-    if not checkpoint or not (Path(checkpoint) / "config.json").exists():
-        raise CandidateError(f"experiment #{index} has no checkpoint to evaluate (train.checkpoint = {checkpoint!r})")
-    payload = job.get("payload") or {}
-    tier = tier_of(payload.get("fidelity", experiment.get("fidelity", "smoke")))
-    cache = Path(os.environ.get("RUN_DIR", "runs/default")) / "cache"
+    checkpoint = checkpoint_of(experiment)
+    tier = tier_of(job, experiment)
+    limit = (job.get("payload") or {}).get("eval_limit")
     device = os.environ.get("EVALUATOR_DEVICE", "cpu")
-    started = time.process_time()
-    try:
-        scores = await asyncio.to_thread(evaluate_checkpoint, checkpoint, tier, limit=payload.get("eval_limit"),
-                                         cache_dir=cache, device=device, progress=False)
-    except (ValueError, RuntimeError) as err:
-        # The checkpoint loads but its program fails or yields non-finite scores: the candidate's fault.
-        raise CandidateError(f"evaluation failed: {err}") from err
-    costs = {"cpu_seconds": time.process_time() - started}
+    cpu_started = time.process_time()
+    scores = await asyncio.to_thread(evaluate_candidate, checkpoint, tier, limit=limit, cache_dir=default_cache_dir(),
+                                     device=device)
+    costs = {"cpu_seconds": round(time.process_time() - cpu_started, 3)}
     if device.startswith("cuda"):
-        costs["gpu_seconds"] = scores["wall_s"]
+        costs["gpu_seconds"] = round(scores["wall_s"], 3)
     await client.update_experiment(index, eval=scores, status="evaluated", costs=costs)
-    log.info("evaluated #%s: average %s, recall %s", index, scores["average"], scores["recall"])
-    return {"experiment": index, "average": scores["average"], "recall": scores["recall"]}
+    log.info("evaluated #%s (%s): average %s, recall %s, perplexity %s", index, tier, scores["average"],
+             scores["recall"], scores["perplexity"])
+    return {"experiment": index, "tier": tier, "average": scores["average"], "recall": scores["recall"],
+            "perplexity": scores["perplexity"], "wall_s": round(scores["wall_s"], 3)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,7 @@ document's last 5% (cut at a line break) is validation text, so both splits shar
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import importlib.util
 import json
@@ -50,9 +51,16 @@ def stdlib_documents() -> Iterator[str]:
         yield path.read_text(encoding="utf-8", errors="replace")
 
 
+def is_local(dataset: str) -> bool:
+    """Built-in corpora, existing paths and glob patterns are local; any other name is a hub dataset."""
+    return dataset in LOCAL_CORPORA or Path(dataset).exists() or any(c in dataset for c in "*?[")
+
+
 def local_text_documents(pattern: str) -> Iterator[str]:
     """.txt files are one document each; .jsonl files hold one {"text": ...} per line."""
-    paths = sorted(Path().glob(pattern)) if any(c in pattern for c in "*?[") else [Path(pattern)]
+    # glob.glob, unlike Path.glob, takes absolute patterns too.
+    is_glob = any(c in pattern for c in "*?[")
+    paths = sorted(map(Path, glob.glob(pattern, recursive=True))) if is_glob else [Path(pattern)]
     if Path(pattern).is_dir():
         paths = sorted(p for p in Path(pattern).rglob("*") if p.suffix in (".txt", ".jsonl", ".json"))
     if not paths:
@@ -85,7 +93,7 @@ def documents(dataset: str) -> Iterator[str]:
             dataset = "python-stdlib"
     if dataset == "python-stdlib":
         yield from stdlib_documents()
-    elif Path(dataset).exists() or any(c in dataset for c in "*?["):
+    elif is_local(dataset):
         yield from local_text_documents(dataset)
     else:
         yield from hub_documents(dataset)
@@ -155,7 +163,7 @@ def prepare(dataset: str, vocab_size: int, cache_dir: Path, *, max_tokens: int |
     if (directory / "meta.json").exists():
         return TokenData(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    local = dataset in LOCAL_CORPORA or Path(dataset).exists()
+    local = is_local(dataset)
     # Local corpora are small: hold them in memory. Hub datasets are streamed twice (tokenizer, tokens).
     docs = list(documents(dataset)) if local else None
     sample = docs if docs is not None else _take(documents(dataset), tokenizer_docs)

@@ -36,7 +36,8 @@ class Fidelity:
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    # "auto": bfloat16 autocast on CUDA (fla's chunked kernels refuse float32), float32 on a CPU.
+    # "auto": bfloat16 autocast on CUDA (fla's chunked kernels refuse float32), float32 on a CPU;
+    # "bfloat16": bfloat16 autocast on any device, a CPU too; "float32": no autocast.
     dtype: str = "auto"
     compile: bool = False
     # Metrics.
@@ -64,21 +65,40 @@ class Fidelity:
         for key, value in overrides.items():
             if key not in fields:
                 raise ValueError(f"unknown fidelity field {key!r}; fields are {sorted(fields)}")
-            typed[key] = _coerce(value, type(getattr(self, key)))
+            try:
+                typed[key] = _coerce(value, type(getattr(self, key)))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"fidelity field {key!r}: {exc}") from exc
+            if key in CHOICES and typed[key] not in CHOICES[key]:
+                raise ValueError(f"fidelity field {key!r}: {typed[key]!r} is not one of {list(CHOICES[key])}")
         return dataclasses.replace(self, **typed)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+# Fields with a fixed set of values.
+CHOICES = {"dtype": ("auto", "float32", "bfloat16")}
+
+
 def _coerce(value, kind: type):
-    if not isinstance(value, str) or kind is str:
-        return kind(value)
     if kind is bool:
-        if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+        if isinstance(value, str):
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(f"not a boolean: {value!r}")
+            return value.lower() in ("1", "true", "yes")
+        if value not in (0, 1):  # True, False, 0 or 1
             raise ValueError(f"not a boolean: {value!r}")
-        return value.lower() in ("1", "true", "yes")
-    return kind(float(value)) if kind is int else kind(value)
+        return bool(value)
+    if kind is int:
+        # "50", "1e3", 50.0 are whole numbers; 2.5 is not (int() would truncate it silently).
+        number = float(value) if isinstance(value, str) else value
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or number != int(number):
+            raise ValueError(f"not an integer: {value!r}")
+        return int(number)
+    if kind is float and isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    return kind(value)
 
 
 FIDELITIES = {

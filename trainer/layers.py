@@ -56,6 +56,9 @@ def route_fla(use_kernels: bool | None = None) -> str:
     if use_kernels is None:
         use_kernels = fla_kernels_available()
     if use_kernels:
+        # Stand-ins registered earlier in this process (a CPU run) would shadow the real package.
+        for name in [n for n, m in list(sys.modules.items()) if getattr(m, "__dict__", {}).get("__cpu_stand_in__")]:
+            del sys.modules[name]
         import fla.layers  # noqa: F401  (fails loudly if the installed fla cannot run here)
         return "fla"
     from trainer import fla_cpu
@@ -73,10 +76,12 @@ def route_fla(use_kernels: bool | None = None) -> str:
             setattr(module(parent), child, mod)
         return mod
 
+    # Modules first, names second: `fla.modules.l2norm` is a submodule and also a function exported by
+    # `fla.modules`; as in fla, the function must win.
+    modules = {name: module(name) for name in FLA_SURFACE}
     for name, exports in FLA_SURFACE.items():
-        mod = module(name)
         for export in exports:
-            setattr(mod, export, getattr(fla_cpu, export))
+            setattr(modules[name], export, getattr(fla_cpu, export))
     return "cpu"
 
 

@@ -6,7 +6,8 @@
 Layers of containment, from the outside in:
 - the child starts a new session (its own process group); on the wall-clock limit, or when a monitor
   sees it exceed its memory or process-count limit, every process of that session gets SIGKILL;
-- its environment is rebuilt from scratch: no inherited secrets (API tokens, LLM keys);
+- its environment is rebuilt from scratch: no inherited secrets (API tokens, LLM keys); the parent makes
+  itself non-dumpable and the child gives up its capabilities, so /proc/PPID/environ is out of reach too;
 - inside, `trainer.sandbox_guard` unshares the network where the kernel allows it, sets address-space,
   CPU-time, file-size and core limits, and installs an audit hook that refuses network use, writes
   outside the working directory, reading other processes' /proc entries, forking and starting programs.
@@ -61,6 +62,21 @@ def child_env(workdir: Path, extra: dict | None, writable: list[Path]) -> dict:
         env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(writable[0] / "inductor"))
     env.update(extra or {})
     return env
+
+
+def _protect_from_children() -> None:
+    """Make this process non-dumpable: reading its /proc/PID/environ (API tokens, LLM keys) then takes
+    capabilities (CAP_SYS_PTRACE and kin) that sandboxed children give up (see sandbox_guard), even for
+    a child of the same user reading through ctypes. Linux, best effort."""
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+        import ctypes.util
+
+        ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except (OSError, AttributeError):
+        pass
 
 
 def _session_processes(sid: int) -> list[tuple[int, int]]:
@@ -134,6 +150,7 @@ def run_sandboxed(argv: list[str], *, workdir: Path, timeout_s: float, memory_mb
     environment.update(SANDBOX_MEMORY_MB="0" if cuda else str(memory_mb), SANDBOX_CPU_S=str(cpu_s),
                        SANDBOX_FILE_MB=str(file_mb), SANDBOX_NETWORK="1" if network else "0",
                        SANDBOX_PARENT_PID=str(os.getpid()))
+    _protect_from_children()
     command = [sys.executable, "-m", "trainer.sandbox_guard", str(workdir), *map(str, writable), "--", *argv[1:]]
     started = time.monotonic()
     peak_kb, reason = 0, None

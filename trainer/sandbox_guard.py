@@ -1,11 +1,12 @@
 """Runs inside a sandboxed child before the untrusted code: `python -m trainer.sandbox_guard WORKDIR -- ARGS`.
 
 It tightens the process from the inside, while it is still single-threaded: a private network
-namespace where the kernel allows one, resource limits, the working directory, and a Python audit
-hook that refuses network use, writes outside the working directory (and the caches it is given),
-reading other processes' /proc entries (their environment holds secrets), and starting programs
-other than the compilers GPU kernels need. Then it runs ARGS (`-m module ...`, `-c code` or a
-script) as the main program. Refusals raise PermissionError with a message starting "sandbox:".
+namespace where the kernel allows one, resource limits, no capabilities (even as root), the working
+directory, and a Python audit hook that refuses network use, writes outside the working directory
+(and the caches it is given), reading other processes' /proc entries (their environment holds
+secrets), and starting programs other than the compilers GPU kernels need. Then it runs ARGS
+(`-m module ...`, `-c code` or a script) as the main program. Refusals raise PermissionError with
+a message starting "sandbox:".
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 ALLOWED_EXECUTABLES = {"ptxas", "cuobjdump", "nvdisasm", "nvcc", "gcc", "cc", "g++", "c++", "clang", "ldconfig",
                        "ld", "as"}
 CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
-PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
 _PROC_PID = re.compile(r"^/proc/(\d+)(/|$)")
 
 
@@ -46,6 +47,33 @@ def die_with_parent(parent_pid: int) -> None:
         return
     if os.getppid() != parent_pid:  # the parent died before the request took effect
         os._exit(137)
+
+
+def drop_capabilities() -> bool:
+    """Give up every capability (a root child keeps its uid and owns what root owns, nothing more).
+
+    With CAP_SYS_PTRACE, CAP_SYS_ADMIN or CAP_PERFMON, root reads any process's /proc/PID/environ,
+    even through ctypes, which the audit hook cannot see; without them, processes that made themselves
+    non-dumpable (the sandbox's parent does) are out of reach. No new privileges either: a setuid
+    program cannot win them back. Linux, best effort; returns whether capset succeeded.
+    """
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    except OSError:
+        return False
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    for capability in range(64):  # the bounding set first: dropping needs CAP_SETPCAP, still held here
+        libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
+    return libc.capset(ctypes.byref(header), data) == 0
 
 
 def set_limits(memory_mb: int | None, cpu_s: int | None, file_mb: int | None) -> None:
@@ -110,6 +138,8 @@ def main(argv: list[str]) -> None:
     limits = [int(os.environ.pop(name, "0") or 0) for name in ("SANDBOX_MEMORY_MB", "SANDBOX_CPU_S", "SANDBOX_FILE_MB")]
     isolated = network or isolate_network()
     set_limits(*limits)
+    if sys.platform == "linux":
+        drop_capabilities()  # after the limits: lowering a hard limit is allowed, raising one would not be
     os.chdir(workdir)
     os.environ["SANDBOX_NETWORK_ISOLATED"] = "1" if isolated else "0"
     sys.addaudithook(Guard([workdir, *writable]))

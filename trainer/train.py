@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from trainer.checkpoint import save_checkpoint
-from trainer.data import LOCAL_CORPORA, data_directory, prepare, random_windows, validation_windows
+from trainer.data import data_directory, is_local, prepare, random_windows, validation_windows
 from trainer.fidelity import Fidelity, get_fidelity, parse_overrides
 from trainer.layers import load_layer_class, route_fla
 from trainer.model import LM, LMConfig
@@ -33,7 +33,7 @@ def default_cache_dir() -> Path:
 
 
 def load_data(fidelity: Fidelity, cache_dir: Path):
-    local = fidelity.dataset in LOCAL_CORPORA or Path(fidelity.dataset).exists()
+    local = is_local(fidelity.dataset)
     directory = data_directory(cache_dir, fidelity.dataset, fidelity.vocab_size)
     if not local and not (directory / "meta.json").exists():
         raise FileNotFoundError(
@@ -78,12 +78,11 @@ class Trainer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.cache_dir = Path(cache_dir or default_cache_dir())
         self.compile = fidelity.compile if compile is None else compile
-        self.autocast = self.device.type == "cuda" and fidelity.dtype in ("auto", "bfloat16")
+        # "bfloat16" autocasts on any device (a CPU too, as the engineer's checks do); "auto" only on CUDA.
+        self.autocast = fidelity.dtype == "bfloat16" or (self.device.type == "cuda" and fidelity.dtype == "auto")
 
     def _context(self):
-        if self.autocast:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
     @torch.no_grad()
     def validation_loss(self, model: LM, windows: torch.Tensor) -> float:

@@ -1,0 +1,101 @@
+"""Building the LLM for a role from the settings, through a registry of providers.
+
+    llm = get_llm("researcher")      # an LLM, or None when none is configured (take the offline path)
+
+Every LLM built without an explicit budget shares one process-wide `Budget` per set of caps, so the
+caps hold for the whole run, whichever role spends.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.llm.base import LLM
+from agent.llm.budget import Budget
+from agent.llm.errors import ProviderUnavailable
+from agent.llm.retry import RetryPolicy
+from agent.llm.settings import LLMSettings, RoleConfig
+
+# name -> builder(settings, role config, common keyword arguments of `LLM.__init__`)
+Builder = Callable[[LLMSettings, RoleConfig, dict], LLM]
+_registry: dict[str, Builder] = {}
+
+_budgets: dict[tuple, Budget] = {}
+_budgets_lock = threading.Lock()
+
+
+def register_provider(name: str, builder: Builder) -> None:
+    """Make `LLM_PROVIDER=name` build an LLM with `builder` (a later registration replaces an earlier one)."""
+    _registry[name] = builder
+
+
+def providers() -> list[str]:
+    return sorted(_registry)
+
+
+def shared_budget(settings: LLMSettings) -> Budget:
+    """The process-wide budget for the settings' caps."""
+    key = (settings.budget_max_tokens, settings.budget_max_cost, settings.budget_max_calls)
+    with _budgets_lock:
+        if key not in _budgets:
+            _budgets[key] = Budget(*key)
+        return _budgets[key]
+
+
+def get_llm(role: str, settings: LLMSettings | None = None, budget: Budget | None = None) -> LLM | None:
+    """The LLM configured for `role` (researcher, engineer, analyst, judge), or None when none is."""
+    settings = settings if settings is not None else LLMSettings()
+    config = settings.for_role(role)
+    provider = settings.resolved_provider
+    if provider == "none":
+        return None
+    if provider not in _registry:
+        raise ProviderUnavailable(f"unknown LLM_PROVIDER {provider!r}; known: {', '.join(providers())}, none")
+    common = {"temperature": config.temperature, "max_tokens": config.max_tokens,
+              "budget": budget if budget is not None else shared_budget(settings),
+              "price_prompt_per_1k": settings.price_prompt_per_1k,
+              "price_completion_per_1k": settings.price_completion_per_1k,
+              "attempts": settings.structured_attempts}
+    return _registry[provider](settings, config, common)
+
+
+def _openai(settings: LLMSettings, config: RoleConfig, common: dict) -> LLM:
+    from agent.llm.openai_compat import OpenAIChat
+
+    if not settings.base_url:
+        raise ProviderUnavailable("LLM_PROVIDER=openai needs LLM_BASE_URL (e.g. https://api.openai.com/v1)")
+    retry = RetryPolicy(settings.max_retries, settings.backoff_s, settings.backoff_max_s)
+    return OpenAIChat(settings.base_url, api_key=settings.api_key, model=config.model,
+                      timeout_s=settings.timeout_s, retry=retry, **common)
+
+
+def _mlx(settings: LLMSettings, config: RoleConfig, common: dict) -> LLM:
+    from agent.llm.mlx import MLXChat
+
+    return MLXChat(config.model, **common)
+
+
+def _gguf(settings: LLMSettings, config: RoleConfig, common: dict) -> LLM:
+    from agent.llm.gguf import GGUFChat
+
+    return GGUFChat(config.model or None, n_ctx=settings.n_ctx, threads=settings.threads, **common)
+
+
+def _scripted(settings: LLMSettings, config: RoleConfig, common: dict) -> LLM:
+    from agent.llm.scripted import ScriptedLLM
+
+    if not settings.script:
+        raise ProviderUnavailable("LLM_PROVIDER=scripted needs LLM_SCRIPT: a JSON file with a list of replies")
+    replies = json.loads(Path(settings.script).read_text())
+    if not isinstance(replies, list):
+        raise ProviderUnavailable(f"LLM_SCRIPT {settings.script} must hold a JSON list of replies")
+    # Replies that are JSON values rather than strings are sent as their JSON text.
+    replies = [r if isinstance(r, str) else json.dumps(r) for r in replies]
+    return ScriptedLLM(replies, model=config.model or "scripted", **common)
+
+
+for _name, _builder in {"openai": _openai, "mlx": _mlx, "gguf": _gguf, "scripted": _scripted}.items():
+    register_provider(_name, _builder)

@@ -1,0 +1,12 @@
+"""A layer that loads and builds but crashes in its forward pass."""
+
+import torch.nn as nn
+
+
+class DeltaNet(nn.Module):
+    def __init__(self, hidden_size: int, num_heads: int = 1, layer_idx: int | None = None, **kwargs):
+        super().__init__()
+        self.proj = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        raise RuntimeError("deliberate crash in forward")

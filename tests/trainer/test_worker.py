@@ -1,0 +1,63 @@
+"""The train worker: hostile programs fail with their reason, the worker keeps serving, repairs are handed off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from database.worker import Outcome, serve
+from trainer.checkpoint import load_checkpoint
+from trainer.layers import seed_program
+from trainer.worker import handle_train
+
+
+async def test_a_hostile_program_fails_and_the_next_one_trains(api_client, program, tiny_overrides, tmp_path,
+                                                               monkeypatch):
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("RUN_DIR", str(run_dir))
+    hostile = await api_client.create_experiment(name="loops_forever", program=program("loop_in_forward"))
+    good = await api_client.create_experiment(name="seed", program=seed_program())
+    await api_client.create_job(kind="train", experiment=hostile["index"], payload={
+        "fidelity": "smoke", "overrides": {**tiny_overrides, "steps": 5, "timeout_s": 10}, "max_repairs": 0})
+    await api_client.create_job(kind="train", experiment=good["index"], payload={
+        "fidelity": "smoke", "overrides": {**tiny_overrides, "steps": 10}})
+
+    assert await serve(api_client, ["train"], handle_train, max_jobs=2, poll_interval_s=0.05) == 2
+
+    failed = await api_client.get_experiment(hostile["index"])
+    assert failed["status"] == "failed" and failed["failure"]["stage"] == "train"
+    assert failed["failure"]["reason"].endswith("training failed: timed out: still running after 10 s "
+                                                "(wall-clock limit)")
+    assert not (run_dir / "checkpoints" / str(hostile["index"])).exists()
+
+    trained = await api_client.get_experiment(good["index"])
+    assert trained["status"] == "trained"
+    checkpoint = run_dir / "checkpoints" / str(good["index"])
+    assert Path(trained["train"]["checkpoint"]) == checkpoint.resolve()
+    assert load_checkpoint(checkpoint).config["program_sha256"]
+    assert trained["train"]["steps_done"] == 10 and trained["train"]["val_loss"] < trained["train"]["val_loss_start"]
+    assert trained["costs"]["cpu_seconds"] > 0
+    # The chain goes on to evaluation for the trained experiment only, and the sandbox is cleaned up.
+    evaluate = (await api_client.list_jobs(kind="evaluate"))["data"]
+    assert [job["experiment"] for job in evaluate] == [good["index"]]
+    assert not any((run_dir / "sandbox").glob(f"train-{good['index']}-*"))
+
+
+async def test_a_crash_with_repairs_left_goes_back_to_the_engineer(api_client, program, tiny_overrides, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setenv("RUN_DIR", str(tmp_path / "run"))
+    experiment = await api_client.create_experiment(name="crashes", program=program("crash_in_forward"))
+    payload = {"fidelity": "smoke", "overrides": {**tiny_overrides, "steps": 3}}
+    job = await api_client.create_job(kind="train", experiment=experiment["index"], payload=payload)
+
+    outcome = await handle_train(job, api_client)
+
+    assert isinstance(outcome, Outcome)
+    assert outcome.result == {"failed": "RuntimeError: deliberate crash in forward", "repair": 1}
+    [follow_up] = outcome.next_jobs
+    assert follow_up["kind"] == "engineer" and follow_up["experiment"] == experiment["index"]
+    assert follow_up["payload"]["repairs"] == 1 and follow_up["payload"]["overrides"] == payload["overrides"]
+    repair = follow_up["payload"]["repair"]
+    assert repair["stage"] == "train"
+    assert repair["error"].startswith("RuntimeError: deliberate crash in forward\n")
+    assert "Traceback (most recent call last)" in repair["error"] and "in forward" in repair["error"]
+    assert (await api_client.get_experiment(experiment["index"]))["status"] != "failed"
