@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -10,20 +10,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 
 
-class Fidelity(str, Enum):
+class Fidelity(StrEnum):
     smoke = "smoke"
     explore = "explore"
     verify = "verify"
 
 
-class Origin(str, Enum):
+class Origin(StrEnum):
     seed = "seed"
     offline = "offline"
     llm = "llm"
     imported = "import"
 
 
-class ExperimentStatus(str, Enum):
+class ExperimentStatus(StrEnum):
     proposed = "proposed"
     checked = "checked"
     trained = "trained"
@@ -32,7 +32,7 @@ class ExperimentStatus(str, Enum):
     failed = "failed"
 
 
-class JobKind(str, Enum):
+class JobKind(StrEnum):
     research = "research"
     engineer = "engineer"
     train = "train"
@@ -40,7 +40,7 @@ class JobKind(str, Enum):
     analyse = "analyse"
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     queued = "queued"
     running = "running"
     succeeded = "succeeded"

@@ -2,7 +2,7 @@
 
 `pipeline.py --api` runs 3 experiments while the trainer worker is SIGKILLed mid-training and
 restarted; the run still completes with every experiment accounted for, none lost, none twice.
-Slow (several minutes on 2 cores): `pytest -m slow tests/test_distributed.py`.
+About a minute and a half on 2 cores.
 """
 
 import subprocess
@@ -24,7 +24,6 @@ def running_train_job(cluster: LocalCluster) -> dict | None:
     return (jobs.get("data") or [None])[0]
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_pipeline_survives_a_sigkilled_trainer(tmp_path):
     cluster = LocalCluster(tmp_path / "run").start()

@@ -3,8 +3,8 @@
 import json
 import os
 import re
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,3 +48,29 @@ def test_train_by_hand_command_trains_the_seed(tmp_path):
     summary = json.loads(done.stdout[done.stdout.index("{"):])
     assert summary["status"] == "ok" and summary["val_loss"] < summary["val_loss_start"] - 1.0
     assert (tmp_path / "runs/try/checkpoint/model.safetensors").exists()
+
+    # Then the evaluation commands, on the checkpoint it wrote.
+    block = next(b for b in bash_blocks() if "-m evaluator.evaluate" in b)
+    done = subprocess.run(["bash", "-ec", block.replace(".venv/bin/python", sys.executable)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    scores = json.loads((tmp_path / "runs/try/scores.json").read_text())
+    assert {"arc_easy", "hellaswag", "piqa", "recall_mqar", "recall_kv", "wiki_perplexity"} <= set(scores["tasks"])
+    assert "recall_kv" in done.stdout and "arc_easy" in done.stdout  # lm-eval's own results table
+
+
+def test_llm_settings_from_the_readme_configure_every_role(monkeypatch):
+    from agent.llm import OpenAIChat, get_llm
+
+    block = next(b for b in bash_blocks() if "LLM_BASE_URL=" in b)
+    exports = [line.split("#")[0].split()[1:] for line in block.splitlines() if line.startswith("export ")]
+    for name in [n for n in os.environ if n.startswith("LLM_")]:
+        monkeypatch.delenv(name)
+    for assignment in (a for line in exports for a in line):
+        name, value = assignment.split("=", 1)
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(ROOT.parent)  # no .env file of a developer's in the way
+    researcher, judge = get_llm("researcher"), get_llm("judge")
+    assert isinstance(researcher, OpenAIChat) and researcher.url == "http://127.0.0.1:8080/v1/chat/completions"
+    assert (researcher.model, judge.model) == ("qwen2.5-coder-32b-instruct", "gpt-4o-mini")
+    assert researcher.budget.max_tokens == 2_000_000 and researcher.budget is judge.budget

@@ -17,10 +17,10 @@ from agent.llm.base import LLM
 from agent.llm.budget import Budget
 from agent.llm.errors import ProviderUnavailable
 from agent.llm.retry import RetryPolicy
-from agent.llm.settings import LLMSettings, RoleConfig
+from agent.llm.settings import ROLES, LLMSettings, RoleConfig
 
-# name -> builder(settings, role config, common keyword arguments of `LLM.__init__`)
-Builder = Callable[[LLMSettings, RoleConfig, dict], LLM]
+# name -> builder(settings, role config, common keyword arguments of `LLM.__init__`); None: no LLM for the role
+Builder = Callable[[LLMSettings, RoleConfig, dict], "LLM | None"]
 _registry: dict[str, Builder] = {}
 
 _budgets: dict[tuple, Budget] = {}
@@ -84,17 +84,45 @@ def _gguf(settings: LLMSettings, config: RoleConfig, common: dict) -> LLM:
     return GGUFChat(config.model or None, n_ctx=settings.n_ctx, threads=settings.threads, **common)
 
 
-def _scripted(settings: LLMSettings, config: RoleConfig, common: dict) -> LLM:
+def _scripted(settings: LLMSettings, config: RoleConfig, common: dict) -> LLM | None:
+    """Replies from the JSON file LLM_SCRIPT, in one of two shapes.
+
+    A list: every role gets these replies, starting afresh with each `get_llm` call (unit tests).
+    An object `{role: [replies]}`: each role of this process has one scripted model that goes through its
+    list across calls, so that a whole run can be scripted role by role (every worker process reads its
+    own roles' lists); a role the object leaves out has no LLM and takes its offline path.
+    """
     from agent.llm.scripted import ScriptedLLM
 
     if not settings.script:
-        raise ProviderUnavailable("LLM_PROVIDER=scripted needs LLM_SCRIPT: a JSON file with a list of replies")
-    replies = json.loads(Path(settings.script).read_text())
+        raise ProviderUnavailable("LLM_PROVIDER=scripted needs LLM_SCRIPT: a JSON file with a list of replies "
+                                  "or an object of lists by role")
+    path = Path(settings.script).resolve()
+    script = json.loads(path.read_text())
+    if isinstance(script, dict):
+        unknown = sorted(set(script) - set(ROLES))
+        if unknown:
+            raise ProviderUnavailable(f"LLM_SCRIPT {path}: unknown roles {unknown}; the roles are {', '.join(ROLES)}")
+        if config.role not in script:
+            return None
+        with _scripted_lock:
+            key = (str(path), config.role)
+            if key not in _scripted_models:
+                _scripted_models[key] = ScriptedLLM(_as_texts(script[config.role], path),
+                                                    model=config.model or "scripted", **common)
+            return _scripted_models[key]
+    return ScriptedLLM(_as_texts(script, path), model=config.model or "scripted", **common)
+
+
+def _as_texts(replies, path: Path) -> list[str]:
     if not isinstance(replies, list):
-        raise ProviderUnavailable(f"LLM_SCRIPT {settings.script} must hold a JSON list of replies")
+        raise ProviderUnavailable(f"LLM_SCRIPT {path} must hold a JSON list of replies, or an object of such lists")
     # Replies that are JSON values rather than strings are sent as their JSON text.
-    replies = [r if isinstance(r, str) else json.dumps(r) for r in replies]
-    return ScriptedLLM(replies, model=config.model or "scripted", **common)
+    return [r if isinstance(r, str) else json.dumps(r) for r in replies]
+
+
+_scripted_models: dict[tuple[str, str], LLM] = {}
+_scripted_lock = threading.Lock()
 
 
 for _name, _builder in {"openai": _openai, "mlx": _mlx, "gguf": _gguf, "scripted": _scripted}.items():

@@ -59,7 +59,7 @@ class LLMSettings(BaseSettings):
     n_ctx: int = 8192
     threads: int | None = None
 
-    # The scripted provider: a JSON file holding the list of replies, in order.
+    # The scripted provider: a JSON file holding a list of replies, or an object of lists by role.
     script: str | None = None
 
     researcher_model: str | None = None

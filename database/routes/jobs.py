@@ -7,7 +7,16 @@ import time
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from database.deps import ReadAuth, SettingsDep, StoreDep, WriteAuth
-from database.schemas import JobComplete, JobCreate, JobFail, JobKind, JobLease, JobsPublic, JobStatus, WorkerRef
+from database.schemas import (
+    JobComplete,
+    JobCreate,
+    JobFail,
+    JobKind,
+    JobLease,
+    JobsPublic,
+    JobStatus,
+    WorkerRef,
+)
 from database.store import Conflict, NotFound
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -78,7 +87,7 @@ async def complete(job_id: str, body: JobComplete, store: StoreDep) -> dict:
     try:
         return await store.complete_job(
             job_id=job_id, worker=body.worker, result=body.result,
-            next_jobs=[j.model_dump(mode="json") for j in body.next_jobs], now=time.time(),
+            next_jobs=[j.model_dump(mode="json", exclude_unset=True) for j in body.next_jobs], now=time.time(),
         )
     except (NotFound, Conflict) as err:
         _raise(err)

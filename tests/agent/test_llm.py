@@ -504,3 +504,17 @@ def test_explicit_providers(clean_env, tmp_path):
     with pytest.raises(ProviderUnavailable, match="unknown LLM_PROVIDER"):
         get_llm("judge", LLMSettings(_env_file=None, provider="telepathy"))
     assert get_llm("judge", LLMSettings(_env_file=None, provider="none", base_url="http://x/v1")) is None
+
+
+async def test_a_script_by_role_goes_on_across_calls_and_leaves_other_roles_offline(clean_env, tmp_path):
+    script = tmp_path / "roles.json"
+    script.write_text(json.dumps({"researcher": ["first", "second"], "judge": [{"score": 0.5, "rationale": "r"}]}))
+    settings = LLMSettings(_env_file=None, provider="scripted", script=str(script))
+    assert (await get_llm("researcher", settings).chat([{"role": "user", "content": "a"}])).text == "first"
+    # A later job of the same process gets the same scripted model, at its next reply.
+    assert (await get_llm("researcher", settings).chat([{"role": "user", "content": "b"}])).text == "second"
+    assert json.loads(get_llm("judge", settings).responses[0])["score"] == 0.5
+    assert get_llm("engineer", settings) is None and get_llm("analyst", settings) is None
+    script.write_text(json.dumps({"researcher": ["x"], "poet": ["y"]}))
+    with pytest.raises(ProviderUnavailable, match=r"unknown roles \['poet'\]"):
+        get_llm("researcher", LLMSettings(_env_file=None, provider="scripted", script=str(tmp_path / "roles.json")))

@@ -55,6 +55,20 @@ async def test_heartbeat_complete_idempotent_and_stale_worker_409(api_client):
         await api_client.heartbeat(job["id"], "w1")
 
 
+async def test_follow_up_jobs_keep_the_chains_lease_and_attempts_unless_they_name_their_own(api_client):
+    job = await api_client.create_job(kind="engineer", timeout=7, max_attempts=5)
+    leased = await api_client.lease_job(["engineer"], "w")
+    # The lease is the job's own length, not the server's default.
+    assert leased["lease_expires_at"] - leased["updated_at"] == pytest.approx(7, abs=0.5)
+    await api_client.complete_job(job["id"], "w", {}, [{"kind": "train"}, {"kind": "evaluate", "timeout": 9}])
+    train = (await api_client.list_jobs(kind="train"))["data"][0]
+    evaluate = (await api_client.list_jobs(kind="evaluate"))["data"][0]
+    assert (train["timeout"], train["max_attempts"], train["root"]) == (7, 5, job["id"])
+    assert (evaluate["timeout"], evaluate["max_attempts"]) == (9, 5)
+    leased = await api_client.lease_job(["train"], "w")
+    assert leased["lease_expires_at"] - leased["updated_at"] == pytest.approx(7, abs=0.5)
+
+
 async def test_fail_requeues_until_attempts_are_spent_then_fails_experiment(api_client):
     exp = await api_client.create_experiment(name="e", program="p")
     job = await api_client.create_job(kind="train", experiment=exp["index"], max_attempts=2)
