@@ -150,7 +150,7 @@ async def evolve(client: ApiClient, state: RunState, parallel: int, seed: int, e
             break
         while running < parallel and scored + running < experiments and tries < max_tries:
             tries += 1
-            root = await submit_chain(client, "research", None, {**payload, "seed": seed + len(state.roots)})
+            root = await submit_chain(client, "research", None, {**payload, "proposal_seed": seed + len(state.roots)})
             state.roots.append(root)
             state.save()
             running += 1
@@ -198,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiments", type=int, default=2, help="new experiments to score (default 2)")
     parser.add_argument("--fidelity", default="smoke", choices=["smoke", "explore", "verify"])
     parser.add_argument("--parallel", type=int, default=1, help="research chains in flight at once")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed of every experiment, the baseline's too (common random numbers make "
+                             "their comparison fairer); research chains draw their own seeds from it")
     parser.add_argument("--run-dir", default=os.environ.get("RUN_DIR", "runs/default"))
     parser.add_argument("--api", default=None, help="URL of a deployed candidate API (default: start one here)")
     parser.add_argument("--token", default=os.environ.get("API_TOKEN"))

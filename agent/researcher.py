@@ -130,7 +130,9 @@ def research_llm():
 async def handle_research(job: dict, client, *, llm=None) -> Outcome:
     payload = job.get("payload") or {}
     fidelity = payload.get("fidelity", "smoke")
-    seed = int(payload.get("seed", 0))
+    # The proposal seed varies per chain (which parent, which mutation); `seed` stays the run's training
+    # seed, the baseline's, so that candidates and baseline see the same data order and initial draws.
+    seed = int(payload.get("proposal_seed", payload.get("seed", 0)))
     llm = llm if llm is not None else research_llm()
     parent, references = await sample_parent(client, fidelity, seed)
     tokens_before = _tokens(llm)

@@ -105,6 +105,7 @@ def test_a_scripted_run_rejects_one_candidate_and_repairs_another(tmp_path, star
     assert "nn.Linear(hidden_size, hidden_size, bias=False)" in repaired["program"]
     assert repaired["status"] == "analysed" and repaired["check"]["ok"]
     assert repaired["train"]["val_loss"] < repaired["train"]["val_loss_start"]
+    assert repaired["train"]["seed"] == baseline["train"]["seed"]  # the same data order as the baseline's
     assert repaired["eval"]["tasks"] and repaired["eval"]["recall"] is not None
     assert repaired["analysis"]["judge_score"] == 0.75
     assert repaired["analysis"]["summary"] == "The output gate trains like the seed."

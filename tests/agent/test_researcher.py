@@ -6,7 +6,7 @@ import pytest
 
 from agent.analyst import handle_analyse, measured_deltas
 from agent.cognition import ENTRIES, import_published
-from agent.researcher import Edit, apply_edits, handle_research
+from agent.researcher import Edit, apply_edits, handle_research, offline_designs
 from database.worker import CandidateError
 from trainer.layers import seed_program
 
@@ -57,6 +57,18 @@ async def test_offline_research_creates_a_child_of_the_baseline_and_hands_it_to_
     other = await handle_research({"id": "job-2", "payload": {"fidelity": "smoke", "seed": 3}}, api_client, llm=None)
     assert again.result["experiment"] == child["index"]
     assert other.result["experiment"] != child["index"]
+
+
+async def test_the_proposal_seed_picks_the_mutation_and_the_training_seed_passes_on(api_client):
+    baseline = await make_baseline(api_client)
+    outcomes = [await handle_research({"id": f"job-{n}", "payload": {"fidelity": "smoke", "seed": 0, "proposal_seed": n}},
+                                      api_client, llm=None) for n in (1, 2)]
+    children = [await api_client.get_experiment(o.result["experiment"]) for o in outcomes]
+    for n, child in zip((1, 2), children, strict=True):
+        assert child["program"] == next(offline_designs(baseline, n)).program
+    assert children[0]["program"] != children[1]["program"]
+    # Training keeps the run's seed, the baseline's: candidate and baseline see the same data order.
+    assert [o.next_jobs[0]["payload"]["seed"] for o in outcomes] == [0, 0]
 
 
 async def test_llm_edits_that_do_not_apply_are_sent_back_then_used(api_client):
