@@ -15,6 +15,7 @@ import logging
 from pydantic import BaseModel, Field
 
 from agent import prompts
+from agent.llm import BudgetExceeded, get_llm, tokens_used
 from database.worker import CandidateError, Outcome
 
 log = logging.getLogger("analyst")
@@ -99,7 +100,7 @@ def numbers_analysis(experiment: dict, baseline: dict, numbers: dict) -> Analysi
         results=results,
         expectation_vs_reality=(f"The motivation expected an improvement; the measured loss change is {_pct(loss)} "
                                 f"and the recall change {_signed(numbers['recall_delta'])}."),
-        explanation=("Computed from the numbers only (no LLM configured): differences under about 0.5% of the loss "
+        explanation=("Computed from the numbers only, without an LLM: differences under about 0.5% of the loss "
                      "are within run-to-run noise at this fidelity."),
         synthesis=(f"{'Keep exploring around this design.' if verdict == 'improves on' else 'Prefer other parents.'} "
                    f"Cost: {speed}x speed, {params}x parameters."),
@@ -109,14 +110,6 @@ def numbers_analysis(experiment: dict, baseline: dict, numbers: dict) -> Analysi
 
 def _signed(x: float | None) -> str:
     return "n/a" if x is None else f"{x:+.4f}"
-
-
-def analyst_llm(role: str):
-    try:
-        from agent.llm import get_llm
-    except ImportError:
-        return None
-    return get_llm(role)
 
 
 async def handle_analyse(job: dict, client, *, llm=None, judge=None) -> Outcome:
@@ -130,24 +123,28 @@ async def handle_analyse(job: dict, client, *, llm=None, judge=None) -> Outcome:
             raise RuntimeError(f"the baseline #{baseline['index']} is not evaluated yet")
     if not (experiment.get("train") or {}).get("val_loss") or experiment.get("eval") is None:
         raise CandidateError("the experiment has no training or evaluation results to analyse")
-    llm = llm if llm is not None else analyst_llm("analyst")
-    judge = judge if judge is not None else (analyst_llm("judge") or llm)
+    llm = llm if llm is not None else get_llm("analyst")
+    judge = judge if judge is not None else (get_llm("judge") or llm)
     numbers = measured_deltas(experiment, baseline)
-    usage_before = _tokens(llm) + (_tokens(judge) if judge is not llm else 0)
-    judge_score = None
-    if judge is not None and baseline["index"] != index:
-        verdict = await judge.structured(prompts.judge_messages(experiment, baseline), JudgeVerdict)
-        judge_score = verdict.score
-    if llm is not None:
-        parent = await client.get_experiment(experiment["parent"]) if experiment.get("parent") is not None else None
-        analysis = await llm.structured(prompts.analysis_messages(experiment, baseline, parent, numbers), Analysis)
-    else:
-        analysis = numbers_analysis(experiment, baseline, numbers)
+    usage_before = tokens_used(llm) + (tokens_used(judge) if judge is not llm else 0)
+    judge_score, analysis = None, None
+    # A spent LLM budget must not cost a trained and evaluated candidate its fitness: score it as offline
+    # (no judge, the analysis from the numbers).
+    try:
+        if judge is not None and baseline["index"] != index:
+            verdict = await judge.structured(prompts.judge_messages(experiment, baseline), JudgeVerdict)
+            judge_score = verdict.score
+        if llm is not None:
+            parent = await client.get_experiment(experiment["parent"]) if experiment.get("parent") is not None else None
+            analysis = await llm.structured(prompts.analysis_messages(experiment, baseline, parent, numbers), Analysis)
+    except BudgetExceeded as err:
+        log.warning("analysing #%s without the LLM from here on: %s", index, err)
+    analysis = analysis or numbers_analysis(experiment, baseline, numbers)
     text = "\n\n".join(f"{title}: {getattr(analysis, key)}" for key, title in (
         ("design_evaluation", "Design evaluation"), ("results", "Results"),
         ("expectation_vs_reality", "Expectation vs reality"), ("explanation", "Explanation"),
         ("synthesis", "Synthesis")))
-    tokens = _tokens(llm) + (_tokens(judge) if judge is not llm else 0) - usage_before
+    tokens = tokens_used(llm) + (tokens_used(judge) if judge is not llm else 0) - usage_before
     await client.update_experiment(
         index, status="analysed", costs={"llm_tokens": tokens},
         analysis={**analysis.model_dump(), "text": text, "judge_score": judge_score, "numbers": numbers},
@@ -156,7 +153,3 @@ async def handle_analyse(job: dict, client, *, llm=None, judge=None) -> Outcome:
     log.info("analysed #%s: fitness %s", index, scored.get("fitness"))
     return Outcome({"experiment": index, "fitness": scored.get("fitness")}, next_jobs=[])
 
-
-def _tokens(llm) -> int:
-    usage = getattr(llm, "usage", None) or {}
-    return int(usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))

@@ -11,19 +11,24 @@ The fallback is a plain function, so that callers (and tests) can pass their own
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from agent import prompts
-
-FENCE = re.compile(r"^\s*```(?:python|py)?\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
+from agent.llm import get_llm
+from agent.llm.jsonout import strip_code_fence
+from agent.proposer import mutate
 
 
 class Fix(BaseModel):
     program: str = Field(min_length=1, description="the complete fixed program file")
     explanation: str = Field(description="what was changed and why, in one or two sentences")
+
+    @field_validator("program")
+    @classmethod
+    def unfenced(cls, value: str) -> str:
+        return strip_code_fence(value)
 
 
 # (program, motivation, error, attempt number) -> a fix, or None when there is none to offer.
@@ -31,20 +36,12 @@ OfflineFix = Callable[[str, str, str, int], "Fix | None"]
 
 
 def debugger_llm():
-    """The engineer's LLM, or None when none is configured (or the LLM package is absent)."""
-    try:
-        from agent.llm import get_llm
-    except ImportError:
-        return None
+    """The engineer's LLM, or None when none is configured."""
     return get_llm("engineer")
 
 
 def mutation_fix(program: str, motivation: str, error: str, attempt: int) -> Fix | None:
     """Offline: the offline proposer's variant of the program's genome (the seed's, for a program without one)."""
-    try:
-        from agent.proposer import mutate
-    except ImportError:
-        return None
     # Reproducible for the same program and attempt, different across attempts.
     seed = int(hashlib.sha256(f"{attempt}:{program}".encode()).hexdigest()[:8], 16)
     proposal = mutate(program, seed=seed)
@@ -53,18 +50,11 @@ def mutation_fix(program: str, motivation: str, error: str, attempt: int) -> Fix
                            f"program: {proposal.motivation}")
 
 
-def strip_fences(program: str) -> str:
-    """Models often wrap the file in a Markdown code block despite being asked for the file."""
-    match = FENCE.match(program)
-    # A source file ends with a newline; the fence's closing line took it.
-    return match.group(1) + "\n" if match else program
-
-
 async def propose_fix(program: str, motivation: str, error: str, llm, *, attempt: int = 0,
                       offline: OfflineFix | None = mutation_fix) -> Fix | None:
     if llm is not None:
         fix = await llm.structured(prompts.debug_messages(program, motivation, error), Fix)
-        return Fix(program=strip_fences(fix.program), explanation=fix.explanation)
+        return fix
     return offline(program, motivation, error, attempt) if offline is not None else None
 
 

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.checks import check_program, check_summary
 from agent.debugger import OfflineFix, debugger_llm, mutation_fix, propose_fix
+from agent.llm import BudgetExceeded, LLMOutputError, tokens_used
 from database.worker import CandidateError, Outcome
 from trainer.fidelity import get_fidelity
 
@@ -108,11 +109,26 @@ async def handle_engineer(job: dict, client, *, llm=None, offline_fix: OfflineFi
     llm = llm if llm is not None else debugger_llm()
     attempts = list(experiment.get("attempts") or [])
     earlier = len(attempts)
+    stopped = ""
     for attempt in range(repairs):
-        tokens_before = _tokens(llm)
-        fix = await propose_fix(program, experiment.get("motivation") or "", error, llm, attempt=attempt,
-                                offline=offline_fix)
-        costs["llm_tokens"] += _tokens(llm) - tokens_before
+        spender, tokens_before = llm, tokens_used(llm)
+        try:
+            fix = await propose_fix(program, experiment.get("motivation") or "", error, llm, attempt=attempt,
+                                    offline=offline_fix)
+        except LLMOutputError as err:
+            # No usable fix from the model this time: a failed attempt, not a broken worker.
+            attempts.append({"stage": stage, "error": error[-ERROR_CHARS:], "fix": None, "ok": False,
+                             "summary": f"the debugger gave no usable fix: {err}"})
+            await store(attempts=attempts)
+            continue
+        except BudgetExceeded as err:
+            # The LLM budget is spent: this and later attempts take the offline fix, as with no LLM.
+            log.warning("experiment %s: repairing offline from here on: %s", index, err)
+            llm, stopped = None, f" (LLM budget spent: {err})"
+            fix = await propose_fix(program, experiment.get("motivation") or "", error, None, attempt=attempt,
+                                    offline=offline_fix)
+        finally:
+            costs["llm_tokens"] += tokens_used(spender) - tokens_before
         if fix is None:
             break
         record = {"stage": stage, "error": error[-ERROR_CHARS:], "fix": fix.explanation, "ok": False}
@@ -135,9 +151,4 @@ async def handle_engineer(job: dict, client, *, llm=None, offline_fix: OfflineFi
     made = len(attempts) - earlier
     tried = f" after {made} repair attempt{'s' if made != 1 else ''}" if made else ""
     what = "training crashed" if stage == "train" else "the program failed its checks"
-    raise CandidateError(f"{what}{tried}: {error[:REASON_CHARS]}")
-
-
-def _tokens(llm) -> int:
-    usage = getattr(llm, "usage", None) or {}
-    return int(usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
+    raise CandidateError(f"{what}{tried}{stopped}: {error[:REASON_CHARS]}")

@@ -138,7 +138,7 @@ def _lineage_plot(tree: list[dict], path: Path, plt) -> Path:
     ax.set(xlabel="generation", title="Lineage", yticks=[])
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     # Room on the right for the labels of the last generation, and above and below the outer rows.
-    ax.set_xlim(-0.3, max(x for x, _ in positions.values()) + 1.0)
+    ax.set_xlim(-0.3, max((x for x, _ in positions.values()), default=0) + 1.0)
     ax.margins(y=0.15)
     return _save(fig, path, plt)
 

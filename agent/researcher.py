@@ -17,6 +17,8 @@ import re
 from pydantic import BaseModel, Field, field_validator
 
 from agent import prompts
+from agent.llm import BudgetExceeded, get_llm, tokens_used
+from agent.llm.jsonout import strip_code_fence
 from agent.proposer import mutate
 from database.client import ApiError
 from database.worker import CandidateError, Outcome
@@ -36,6 +38,11 @@ class Design(BaseModel):
     motivation: str = Field(min_length=40, description="what changes, why, and what it should improve")
     program: str | None = Field(default=None, description="the complete new program, or null when giving edits")
     edits: list[Edit] | None = Field(default=None, description="SEARCH/REPLACE edits to the parent program")
+
+    @field_validator("program")
+    @classmethod
+    def unfenced(cls, value: str | None) -> str | None:
+        return strip_code_fence(value) if value else value
 
     @field_validator("name")
     @classmethod
@@ -119,26 +126,24 @@ async def find_repeat(llm, client, motivation: str) -> str | None:
     return listing if verdict.duplicate else None
 
 
-def research_llm():
-    try:
-        from agent.llm import get_llm
-    except ImportError:
-        return None
-    return get_llm("researcher")
-
-
 async def handle_research(job: dict, client, *, llm=None) -> Outcome:
     payload = job.get("payload") or {}
     fidelity = payload.get("fidelity", "smoke")
     # The proposal seed varies per chain (which parent, which mutation); `seed` stays the run's training
     # seed, the baseline's, so that candidates and baseline see the same data order and initial draws.
     seed = int(payload.get("proposal_seed", payload.get("seed", 0)))
-    llm = llm if llm is not None else research_llm()
+    llm = llm if llm is not None else get_llm("researcher")
     parent, references = await sample_parent(client, fidelity, seed)
-    tokens_before = _tokens(llm)
+    tokens_before = tokens_used(llm)
     common = {"parent": parent["index"], "references": [r["index"] for r in references], "fidelity": fidelity,
               "source_job": job["id"]}
-    if llm is None:
+    design = None
+    if llm is not None:
+        try:
+            design = await llm_design(llm, client, parent, references, fidelity)
+        except BudgetExceeded as err:
+            log.warning("researching offline from here on: %s", err)
+    if design is None:
         # The name carries a hash of the program: a name taken means this mutation was tried already.
         for design in offline_designs(parent, seed):
             try:
@@ -151,7 +156,6 @@ async def handle_research(job: dict, client, *, llm=None) -> Outcome:
         else:
             raise CandidateError("the offline proposer found no untried mutation of this parent")
     else:
-        design = await llm_design(llm, client, parent, references, fidelity)
         name = design.name
         for _ in range(3):
             try:
@@ -165,14 +169,10 @@ async def handle_research(job: dict, client, *, llm=None) -> Outcome:
         else:
             raise CandidateError(f"could not find a free name for {design.name!r}")
     index = experiment["index"]
-    tokens = _tokens(llm) - tokens_before
+    tokens = tokens_used(llm) - tokens_before
     if tokens:
         await client.update_experiment(index, costs={"llm_tokens": tokens})
     log.info("proposed #%s %s (parent #%s)", index, design.name, parent["index"])
     return Outcome({"experiment": index, "name": design.name, "parent": parent["index"]},
                    next_jobs=[{"kind": "engineer", "experiment": index, "payload": payload}])
 
-
-def _tokens(llm) -> int:
-    usage = getattr(llm, "usage", None) or {}
-    return int(usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))

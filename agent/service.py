@@ -76,6 +76,7 @@ def create_service(settings: ServiceSettings | None = None, client: ApiClient | 
     async def propose(body: ProposeRequest) -> dict:
         client: ApiClient = app.state.client
         from agent import researcher
+        from agent.llm import get_llm
 
         try:
             if body.parent is None:
@@ -84,7 +85,7 @@ def create_service(settings: ServiceSettings | None = None, client: ApiClient | 
                 parent, references = await client.get_experiment(body.parent), []
         except ApiError as err:
             raise HTTPException(err.status if err.status < 500 else 502, str(err.detail)) from err
-        llm = researcher.research_llm()
+        llm = get_llm("researcher")
         if llm is None:
             design, origin = next(researcher.offline_designs(parent, body.seed)), "offline"
         else:

@@ -179,7 +179,10 @@ class DiscoveryLM(LM):
 
 def _load(checkpoint: str, device: torch.device, eot_token_id: int | None, max_length: int | str | None):
     from trainer.checkpoint import load_checkpoint
+    from trainer.layers import route_fla
 
+    # fla's kernels serve CUDA tensors only: a CPU evaluation runs the stand-ins, even on a GPU machine.
+    route_fla(use_kernels=None if device.type == "cuda" else False)
     loaded = load_checkpoint(checkpoint, device=device)
     eot = loaded.config["eos_token_id"] if eot_token_id is None else eot_token_id
     length = int(max_length) if max_length else max(int(loaded.config["max_seq_len"]), EVAL_LENGTH)

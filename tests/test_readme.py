@@ -59,7 +59,7 @@ def test_train_by_hand_command_trains_the_seed(tmp_path):
     assert "recall_kv" in done.stdout and "arc_easy" in done.stdout  # lm-eval's own results table
 
 
-def test_llm_settings_from_the_readme_configure_every_role(monkeypatch):
+def test_llm_settings_from_the_readme_configure_every_role(monkeypatch, tmp_path):
     from agent.llm import OpenAIChat, get_llm
 
     block = next(b for b in bash_blocks() if "LLM_BASE_URL=" in b)
@@ -69,7 +69,7 @@ def test_llm_settings_from_the_readme_configure_every_role(monkeypatch):
     for assignment in (a for line in exports for a in line):
         name, value = assignment.split("=", 1)
         monkeypatch.setenv(name, value)
-    monkeypatch.chdir(ROOT.parent)  # no .env file of a developer's in the way
+    monkeypatch.chdir(tmp_path)  # no .env file of a developer's in the way
     researcher, judge = get_llm("researcher"), get_llm("judge")
     assert isinstance(researcher, OpenAIChat) and researcher.url == "http://127.0.0.1:8080/v1/chat/completions"
     assert (researcher.model, judge.model) == ("qwen2.5-coder-32b-instruct", "gpt-4o-mini")

@@ -48,13 +48,26 @@ def fla_kernels_available() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
 
 
+_routed: str | None = None
+
+
 def route_fla(use_kernels: bool | None = None) -> str:
     """Make `import fla...` work for programs: the real package with kernels, or the CPU stand-ins.
 
-    Returns "fla" or "cpu". Idempotent; the stand-ins are registered under fla's own module names.
+    Returns "fla" or "cpu". `use_kernels=None` keeps the routing this process already chose (a CPU run
+    on a GPU machine stays on the stand-ins), else picks the kernels where they can run. Idempotent; the
+    stand-ins are registered under fla's own module names.
     """
+    global _routed
     if use_kernels is None:
+        if _routed is not None:
+            return _routed
         use_kernels = fla_kernels_available()
+    _routed = _route(use_kernels)
+    return _routed
+
+
+def _route(use_kernels: bool) -> str:
     if use_kernels:
         # Stand-ins registered earlier in this process (a CPU run) would shadow the real package.
         for name in [n for n, m in list(sys.modules.items()) if getattr(m, "__dict__", {}).get("__cpu_stand_in__")]:

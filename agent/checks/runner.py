@@ -6,7 +6,8 @@ Blocking; async callers use `asyncio.to_thread`. The combined report:
 
     ok                 every hard check passed
     failed             names of the failed hard checks ("static" when the program did not pass them)
-    flagged            soft checks that raised a concern (cost growth), never a rejection on their own
+    flagged            soft checks that raised a concern (cost growth), never a rejection on their own (a child
+                       killed while running one is: the layer cannot run at that size)
     static             the static report (errors and warnings with line numbers)
     checks             the dynamic checks, [{name, ok, hard, detail, ...}]
     warnings           static warnings and soft-check concerns, as sentences
@@ -60,6 +61,7 @@ def _crashed(partial: dict | None, sandbox) -> dict:
     running = (partial or {}).get("running") or "sandbox"
     stderr = sandbox.stderr_tail.strip()[-STDERR_CHARS:]
     detail = f"the check process stopped during this check: {sandbox.reason}" + (f"\n{stderr}" if stderr else "")
+    # Hard even for a soft check: the child was killed (time, memory), so the layer cannot run at that size.
     checks.append(check(running, False, detail))
     report = summarise(checks, (partial or {}).get("params_per_layer"), sandbox.wall_s)
     report["reason"] = sandbox.reason

@@ -10,7 +10,7 @@ Providers: an OpenAI-compatible HTTP server, MLX-LM and GGUF models in process, 
 for tests. Settings come from `LLM_*` variables (see `agent.llm.settings`).
 """
 
-from agent.llm.base import LLM, Completion, Reply, estimate_tokens
+from agent.llm.base import LLM, Completion, Reply, estimate_tokens, tokens_used
 from agent.llm.budget import Budget
 from agent.llm.errors import (
     BudgetExceeded,
@@ -33,5 +33,5 @@ __all__ = [
     "LLM", "Budget", "BudgetExceeded", "Completion", "GGUFChat", "LLMConnectionError", "LLMError", "LLMHTTPError",
     "LLMOutputError", "LLMSettings", "MLXChat", "OpenAIChat", "ProviderUnavailable", "Reply", "RetryPolicy",
     "ScriptedLLM", "estimate_tokens", "extract_json", "find_packaged_gguf", "get_llm", "register_provider",
-    "shared_budget",
+    "shared_budget", "tokens_used",
 ]

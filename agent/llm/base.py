@@ -54,6 +54,12 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) if text else 0
 
 
+def tokens_used(llm) -> int:
+    """Prompt plus completion tokens spent so far by `llm` (0 for None: the offline path spends none)."""
+    usage = getattr(llm, "usage", None) or {}
+    return int(usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0))
+
+
 def messages_text(messages: list[dict]) -> str:
     parts = []
     for message in messages:

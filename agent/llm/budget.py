@@ -1,4 +1,4 @@
-"""Per-run spending caps shared by every LLM object of a run.
+"""Spending caps shared by every LLM object of a process.
 
 A `Budget` is checked before each call and charged after it. Only NEW calls are refused: a call
 already in flight finishes and is charged, so the totals may end slightly above a token or cost cap
@@ -32,7 +32,7 @@ class Budget:
         with self._lock:
             reason = self._exhausted()
             if reason:
-                raise BudgetExceeded(f"{who}: the run's LLM budget is spent ({reason}); no new call is made")
+                raise BudgetExceeded(f"{who}: this process's LLM budget is spent ({reason}); no new call is made")
             self.calls += 1
 
     def charge(self, prompt_tokens: int, completion_tokens: int, cost: float) -> None:

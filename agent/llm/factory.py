@@ -3,7 +3,8 @@
     llm = get_llm("researcher")      # an LLM, or None when none is configured (take the offline path)
 
 Every LLM built without an explicit budget shares one process-wide `Budget` per set of caps, so the
-caps hold for the whole run, whichever role spends.
+caps hold for everything a process spends, whichever role. Each worker process has its own: with one
+process per role (`make run`, compose), a run may spend up to the cap once per role.
 """
 
 from __future__ import annotations

@@ -12,6 +12,16 @@ import re
 FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n(.*?)```", re.DOTALL)
 
 
+CODE_FENCE = re.compile(r"^\s*```[\w+.-]*[ \t]*\n(.*?)\n\s*```\s*$", re.DOTALL)
+
+
+def strip_code_fence(source: str) -> str:
+    """A program field without the Markdown code block models often wrap it in, despite being asked not to."""
+    match = CODE_FENCE.match(source)
+    # A source file ends with a newline; the fence's closing line took it.
+    return match.group(1) + "\n" if match else source
+
+
 class NoJSON(ValueError):
     """The reply holds no JSON value (or is empty)."""
 

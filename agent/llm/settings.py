@@ -50,7 +50,7 @@ class LLMSettings(BaseSettings):
     price_prompt_per_1k: float = 0.0
     price_completion_per_1k: float = 0.0
 
-    # Caps for a run (one process); unset means no cap. Reached caps stop new calls only.
+    # Caps per process (each worker has its own); unset means no cap. Reached caps stop new calls only.
     budget_max_tokens: int | None = None
     budget_max_cost: float | None = None
     budget_max_calls: int | None = None

@@ -10,8 +10,9 @@ import functools
 
 import pytest
 
-from agent.debugger import Fix, strip_fences
+from agent.debugger import Fix
 from agent.engineer import check_summary, handle_engineer
+from agent.llm import BudgetExceeded, LLMOutputError
 from database.worker import CandidateError, run_one
 from trainer.layers import seed_program
 
@@ -129,6 +130,45 @@ async def test_a_training_crash_is_repaired_by_the_llm_and_the_repair_request_dr
     assert stored["costs"]["llm_tokens"] == 120
 
 
+class FailingLLM:
+    """A debugger model that raises the given LLM errors in turn, then hands out a good program."""
+
+    def __init__(self, *errors):
+        self.errors, self.calls = list(errors), 0
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
+
+    async def structured(self, messages, model):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return model(program=seed_program(), explanation="removed the import")
+
+
+async def test_an_unusable_fix_is_a_failed_attempt_and_the_next_one_is_tried(api_client):
+    experiment, job = await engineer_job(api_client, BROKEN)
+    unusable = LLMOutputError("no valid Fix", attempts=3, last_error="program: field required", last_text="{}")
+    outcome = await handle_engineer(job, api_client, llm=FailingLLM(unusable))
+    assert outcome.result["repaired"] and outcome.result["attempts"] == 2
+    stored = await api_client.get_experiment(experiment["index"])
+    assert [a["ok"] for a in stored["attempts"]] == [False, True]
+    assert "no usable fix" in stored["attempts"][0]["summary"]
+
+
+async def test_a_spent_llm_budget_hands_repairs_to_the_offline_fix(api_client):
+    experiment, job = await engineer_job(api_client, BROKEN)
+    llm, fix = FailingLLM(BudgetExceeded("120 tokens of at most 100")), scripted(seed_program())
+    outcome = await handle_engineer(job, api_client, llm=llm, offline_fix=fix)
+    assert llm.calls == 1 and len(fix.asked) == 1 and outcome.result["repaired"]
+    # With no offline fix either, the candidate fails, saying why, and the job is not retried.
+    experiment, job = await engineer_job(api_client, BROKEN, name="other")
+    llm = FailingLLM(BudgetExceeded("120 tokens of at most 100"))
+    handler = functools.partial(handle_engineer, llm=llm, offline_fix=None)
+    assert await run_one(api_client, job, handler, "engineer-test") == "failed" and llm.calls == 1
+    stored = await api_client.get_experiment(experiment["index"])
+    assert "LLM budget spent: 120 tokens of at most 100" in stored["failure"]["reason"]
+    assert not stored["check"]["ok"]  # the first check's report is kept
+
+
 async def test_the_baseline_is_never_repaired(api_client):
     payload = {"fidelity": "smoke", "repair": {"stage": "train", "error": "out of memory"}}
     experiment, job = await engineer_job(api_client, seed_program(), payload, is_baseline=True, origin="seed")
@@ -143,5 +183,6 @@ def test_check_summary_and_fences():
               "checks": [{"name": "causality", "ok": False, "hard": True, "detail": "reads the future"},
                          {"name": "cost_growth", "ok": False, "hard": False, "warning": True, "detail": "T^2.0"}]}
     assert check_summary(report) == "failed causality:\n- causality: reads the future\nflagged cost_growth: T^2.0"
-    assert strip_fences("```python\nx = 1\n```") == "x = 1\n"
-    assert strip_fences("x = 1") == "x = 1"
+    assert Fix(program="```python\nx = 1\n```", explanation="e").program == "x = 1\n"
+    assert Fix(program="```Python3\nx = 1\n```", explanation="e").program == "x = 1\n"
+    assert Fix(program="x = 1", explanation="e").program == "x = 1"

@@ -6,6 +6,7 @@ import pytest
 
 from agent.analyst import handle_analyse, measured_deltas
 from agent.cognition import ENTRIES, import_published
+from agent.llm import BudgetExceeded, ScriptedLLM
 from agent.researcher import Edit, apply_edits, handle_research, offline_designs
 from database.worker import CandidateError
 from trainer.layers import seed_program
@@ -71,6 +72,14 @@ async def test_the_proposal_seed_picks_the_mutation_and_the_training_seed_passes
     assert [o.next_jobs[0]["payload"]["seed"] for o in outcomes] == [0, 0]
 
 
+async def test_a_spent_llm_budget_makes_the_researcher_propose_offline(api_client):
+    await make_baseline(api_client)
+    spent = ScriptedLLM([BudgetExceeded("3 calls of at most 3")])
+    outcome = await handle_research({"id": "job-1", "payload": {"fidelity": "smoke"}}, api_client, llm=spent)
+    child = await api_client.get_experiment(outcome.result["experiment"])
+    assert child["origin"] == "offline" and "# genome:" in child["program"]
+
+
 async def test_llm_edits_that_do_not_apply_are_sent_back_then_used(api_client):
     await make_baseline(api_client)
     bad = {"name": "wide-conv", "motivation": "Widen the short convolutions to see more local context per token.",
@@ -134,6 +143,21 @@ async def test_llm_judge_score_enters_the_fitness(api_client):
     await handle_analyse({"id": "a1", "experiment": child["index"]}, api_client, llm=None, judge=judge)
     stored = await api_client.get_experiment(child["index"])
     assert stored["analysis"]["judge_score"] == 0.9 and stored["fitness_parts"]["judge"] == pytest.approx(0.9)
+
+
+async def test_a_spent_llm_budget_still_scores_the_candidate_as_offline(api_client):
+    seed = await make_baseline(api_client)
+    await handle_analyse({"id": "a0", "experiment": seed["index"]}, api_client, llm=None, judge=None)
+    child = await api_client.create_experiment(name="child", program=seed_program(), parent=seed["index"],
+                                               motivation="A child that should improve the loss of its parent.")
+    await api_client.update_experiment(child["index"], status="evaluated",
+                                       train={"loss_curve": [], "val_loss": 4.9, "tokens_per_s": 1000.0},
+                                       eval={"tasks": {}, "average": 0.30, "recall": 0.20})
+    spent = ScriptedLLM([BudgetExceeded("3 calls of at most 3")])
+    await handle_analyse({"id": "a1", "experiment": child["index"]}, api_client, llm=spent, judge=spent)
+    stored = await api_client.get_experiment(child["index"])
+    assert stored["status"] == "analysed" and stored["fitness"] is not None
+    assert stored["analysis"]["judge_score"] is None and "without an LLM" in stored["analysis"]["explanation"]
 
 
 def test_measured_deltas_are_signed_so_that_positive_is_better():

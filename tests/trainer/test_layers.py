@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from trainer import fla_cpu
+from trainer import fla_cpu, layers
 from trainer.layers import FLA_SURFACE, ProgramError, load_layer_class, route_fla, seed_program
 
 
@@ -16,10 +16,12 @@ from trainer.layers import FLA_SURFACE, ProgramError, load_layer_class, route_fl
 def fla_modules():
     """Put `sys.modules`' fla entries back as they were after the test."""
     saved = {name: module for name, module in sys.modules.items() if name == "fla" or name.startswith("fla.")}
+    routed = layers._routed
     yield
     for name in [n for n in sys.modules if n == "fla" or n.startswith("fla.")]:
         del sys.modules[name]
     sys.modules.update(saved)
+    layers._routed = routed
 
 
 def test_cpu_routing_serves_fla_names_from_the_stand_ins(fla_modules):
@@ -34,6 +36,15 @@ def test_cpu_routing_serves_fla_names_from_the_stand_ins(fla_modules):
         for name in names:
             assert getattr(sys.modules[module], name) is getattr(fla_cpu, name), f"{module}.{name}"
     assert route_fla(use_kernels=False) == "cpu"  # idempotent
+
+
+def test_a_cpu_run_on_a_gpu_machine_keeps_the_stand_ins(fla_modules, monkeypatch):
+    # Where kernels could run, loading a program after a CPU routing must not switch to the real fla.
+    monkeypatch.setattr(layers, "fla_kernels_available", lambda: True)
+    assert route_fla(use_kernels=False) == "cpu"
+    assert route_fla() == "cpu"
+    load_layer_class(seed_program(), name="cpu_on_gpu_host")
+    assert getattr(sys.modules["fla.modules"], "__cpu_stand_in__", False)
 
 
 def test_kernel_routing_replaces_stand_ins_registered_earlier(fla_modules, tmp_path, monkeypatch):
