@@ -5,7 +5,7 @@
     python benchmarks/published_smoke.py --set dtype=auto --positions 97,62   # float32, two of them
 
 The sample is `random.Random(0).sample(range(106), 20)` over `../shared/asi-arch/architectures_106.json`.
-Each program trains in its own sandboxed child (`trainer.sandbox.run_sandboxed` around
+Each program trains in its own sandboxed child (`trainer.worker.sandboxed_training`, around
 `python -m trainer.train`), exactly as the trainer worker runs candidates, on the CPU stand-ins for fla.
 Prints one row per program as it finishes (position in the file, name, status, validation loss
 start -> end, seconds, reason), then totals. Exit status 0 when every program trained.
@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trainer.fidelity import get_fidelity, parse_overrides  # noqa: E402
-from trainer.sandbox import run_sandboxed  # noqa: E402
 from trainer.train import load_data  # noqa: E402
+from trainer.worker import sandboxed_training  # noqa: E402
 
 DEFAULT_PATH = ROOT.parent / "shared" / "asi-arch" / "architectures_106.json"
 SAMPLE_SEED, SAMPLE_SIZE = 0, 20
@@ -45,15 +45,9 @@ def sample_indices(total: int, size: int = SAMPLE_SIZE, seed: int = SAMPLE_SEED)
 def train_one(position: int, entry: dict, fidelity, overrides: dict, cache: Path, scratch: Path, threads: int,
               timeout_s: float) -> dict:
     workdir = scratch / f"{position:03d}-{entry['name']}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "program.py").write_text(entry["program"])
-    settings = [f"{k}={v}" for k, v in overrides.items()]
-    argv = [sys.executable, "-m", "trainer.train", "--program", "program.py", "--fidelity", fidelity.name,
-            "--out", ".", "--seed", "0", "--cache", str(cache), "--device", "cpu", "--no-progress",
-            *(["--set", *settings] if settings else [])]
     started = time.monotonic()
-    sandbox = run_sandboxed(argv, workdir=workdir, timeout_s=timeout_s, memory_mb=fidelity.memory_mb,
-                            env={"OMP_NUM_THREADS": str(threads)})
+    sandbox = sandboxed_training(entry["program"], fidelity, overrides, seed=0, device="cpu", cache=cache,
+                                 workdir=workdir, threads=threads, timeout_s=timeout_s)
     result = sandbox.result or {}
     ok = sandbox.ok and result.get("status") == "ok"
     reason = None if ok else (result.get("reason") or sandbox.reason or "no result")

@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 from evaluator.quiet import offline_hub, quiet_libraries
 from evaluator.tasks import ALL_TASKS, LANGUAGE_TASKS, PERPLEXITY_TASKS, RECALL_TASKS, SYNTHETIC_TASKS
+from trainer.data import default_cache_dir
 
 offline_hub(True)  # before `datasets` is imported anywhere: local files only, never wait on the network
 
@@ -53,10 +53,6 @@ def task_family(task: str) -> str:
 
 def tier_limit(tier: str, task: str) -> int | None:
     return TIERS[tier]["limits"][task_family(task)]
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("RUN_DIR", "runs/default")) / "cache"
 
 
 def task_score(task: str, results: dict, count: int) -> dict:

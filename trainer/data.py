@@ -45,6 +45,11 @@ def shakespeare_documents() -> Iterator[str]:
             yield path.read_text(encoding="utf-8", errors="replace")
 
 
+def default_cache_dir() -> Path:
+    """Where prepared corpora and benchmark task files live: RUN_DIR/cache."""
+    return Path(os.environ.get("RUN_DIR", "runs/default")) / "cache"
+
+
 def stdlib_documents() -> Iterator[str]:
     root = Path(sysconfig.get_paths()["stdlib"])
     for path in sorted(root.glob("*.py")):
@@ -239,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="shakespeare, python-stdlib, a path/glob of .txt/.jsonl, or a hub name owner/name[:config]")
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--max-tokens", type=int, default=None)
-    p.add_argument("--cache", default=os.path.join(os.environ.get("RUN_DIR", "runs/default"), "cache"))
+    p.add_argument("--cache", default=str(default_cache_dir()))
     args = parser.parse_args(argv)
     data = prepare(args.dataset, args.vocab_size, Path(args.cache), max_tokens=args.max_tokens)
     print(json.dumps({"directory": str(data.directory), **data.meta}, indent=1))

@@ -10,6 +10,7 @@ Every field can be overridden (`--set steps=50 hidden_size=32` on the command li
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 
@@ -93,7 +94,8 @@ def _coerce(value, kind: type):
     if kind is int:
         # "50", "1e3", 50.0 are whole numbers; 2.5 is not (int() would truncate it silently).
         number = float(value) if isinstance(value, str) else value
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or number != int(number):
+        if (isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number)
+                or number != int(number)):
             raise ValueError(f"not an integer: {value!r}")
         return int(number)
     if kind is float and isinstance(value, bool):

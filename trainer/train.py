@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import resource
 import sys
 import time
@@ -22,14 +21,17 @@ from pathlib import Path
 import torch
 
 from trainer.checkpoint import save_checkpoint
-from trainer.data import data_directory, is_local, prepare, random_windows, validation_windows
+from trainer.data import (
+    data_directory,
+    default_cache_dir,
+    is_local,
+    prepare,
+    random_windows,
+    validation_windows,
+)
 from trainer.fidelity import Fidelity, get_fidelity, parse_overrides
 from trainer.layers import load_layer_class, route_fla
 from trainer.model import LM, LMConfig
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("RUN_DIR", "runs/default")) / "cache"
 
 
 def load_data(fidelity: Fidelity, cache_dir: Path):

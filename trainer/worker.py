@@ -52,16 +52,28 @@ def train_in_sandbox(index: int, program: str, payload: dict, device: str, stop:
     cache = run_dir() / "cache"
     load_data(fidelity, cache)  # tokenise once, outside the sandbox, which may only read it
     shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    (workdir / "program.py").write_text(program)
-    overrides = [f"{k}={v}" for k, v in (payload.get("overrides") or {}).items()]
-    argv = [sys.executable, "-m", "trainer.train", "--program", "program.py", "--fidelity", fidelity.name,
-            "--out", ".", "--seed", str(payload.get("seed", 0)), "--cache", str(cache), "--device", device,
-            "--no-progress", *(["--set", *overrides] if overrides else [])]
-    threads = {"OMP_NUM_THREADS": os.environ.get("TRAINER_THREADS", str(max(1, (os.cpu_count() or 2))))}
-    sandbox = run_sandboxed(argv, workdir=workdir, timeout_s=fidelity.timeout_s, memory_mb=fidelity.memory_mb,
-                            env=threads, writable=[cache / "compile"], cuda=device.startswith("cuda"), stop=stop)
+    threads = int(os.environ.get("TRAINER_THREADS", str(max(1, (os.cpu_count() or 2)))))
+    sandbox = sandboxed_training(program, fidelity, payload.get("overrides") or {}, seed=int(payload.get("seed", 0)),
+                                 device=device, cache=cache, workdir=workdir, threads=threads, stop=stop)
     return fidelity.to_dict(), sandbox
+
+
+def sandboxed_training(program: str, fidelity, overrides: dict, *, seed: int, device: str, cache: Path,
+                       workdir: Path, threads: int, stop: threading.Event | None = None,
+                       timeout_s: float | None = None):
+    """`python -m trainer.train` on the program in a sandboxed child under WORKDIR: how every candidate trains.
+
+    The data must be prepared in CACHE already (the child may only read it). Returns the `SandboxResult`.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "program.py").write_text(program)
+    settings = [f"{k}={v}" for k, v in overrides.items()]
+    argv = [sys.executable, "-m", "trainer.train", "--program", "program.py", "--fidelity", fidelity.name,
+            "--out", ".", "--seed", str(seed), "--cache", str(cache), "--device", device,
+            "--no-progress", *(["--set", *settings] if settings else [])]
+    return run_sandboxed(argv, workdir=workdir, timeout_s=timeout_s or fidelity.timeout_s,
+                         memory_mb=fidelity.memory_mb, env={"OMP_NUM_THREADS": str(threads)},
+                         writable=[cache / "compile"], cuda=device.startswith("cuda"), stop=stop)
 
 
 async def handle_train(job: dict, client) -> dict | Outcome:

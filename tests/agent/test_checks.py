@@ -8,7 +8,6 @@ fla-style layers, a program that fails to load and one that hangs.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -46,9 +45,7 @@ def named(report: dict, name: str) -> dict:
 
 
 def test_seed_passes_every_check_in_the_sandbox(tmp_path):
-    started = time.monotonic()
     report = check_program(seed_program(), SMOKE, tmp_path)
-    elapsed = time.monotonic() - started
     assert report["ok"], check_summary(report)
     assert report["failed"] == [] and report["flagged"] == [] and report["warnings"] == []
     names = [c["name"] for c in report["checks"]]
@@ -59,7 +56,6 @@ def test_seed_passes_every_check_in_the_sandbox(tmp_path):
     assert named(report, "cost_growth")["exponent"] < 1.6
     assert check_summary(report).startswith("passed 10 checks")
     assert json.loads(json.dumps(report)) == report  # stored as JSON on the experiment
-    assert elapsed < 30
 
 
 @pytest.mark.parametrize("program", ["gated_deltanet.py", "gla.py"])
@@ -80,7 +76,7 @@ def test_a_program_that_fails_to_load_reports_its_line(tmp_path):
 def test_a_hanging_program_is_stopped_and_the_running_check_named(tmp_path):
     source = seed_with("        batch, length, _ = hidden_states.shape\n",
                        "        while True:\n            pass\n")
-    report = dynamic_check(source, SMOKE, workdir=tmp_path, timeout_s=6)
+    report = dynamic_check(source, SMOKE, workdir=tmp_path, timeout_s=12)
     assert not report["ok"]
     assert report["failed"] == ["forward"]
     assert "timed out" in report["reason"] and "timed out" in named(report, "forward")["detail"]

@@ -178,12 +178,26 @@ async def test_token_and_cost_caps_stop_new_calls():
     assert len(cost.calls) == 1
 
 
-def test_budget_is_safe_across_threads():
-    budget = Budget(max_calls=500)
+def test_budget_is_safe_across_threads(monkeypatch):
+    # All threads start together and yield between the cap's check and the reservation, the window a
+    # missing lock would leave open: without it, more calls than the cap get through.
+    exhausted = Budget._exhausted
+
+    def slow_check(self):
+        reason = exhausted(self)
+        time.sleep(0)
+        return reason
+
+    monkeypatch.setattr(Budget, "_exhausted", slow_check)
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    budget = Budget(max_calls=4000)
     refused = []
+    start = threading.Barrier(8)
 
     def spend():
-        for _ in range(100):
+        start.wait()
+        for _ in range(1000):
             try:
                 budget.begin()
                 budget.charge(1, 1, 0.0)
@@ -193,9 +207,12 @@ def test_budget_is_safe_across_threads():
     threads = [threading.Thread(target=spend) for _ in range(8)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
-    assert budget.calls == 500 and len(refused) == 300 and budget.tokens == 1000
+    try:
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert budget.calls == 4000 and len(refused) == 4000 and budget.tokens == 8000
 
 
 # --- OpenAI-compatible provider, mocked transport --------------------------------------------------

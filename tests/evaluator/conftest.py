@@ -64,7 +64,7 @@ def bench_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def checkpoint_dir(tmp_path_factory, tiny_tokenizer):
     """A real checkpoint of the seed DeltaNet (untrained, tiny), written by the trainer's own code."""
-    checkpoint = pytest.importorskip("trainer.checkpoint")
+    from trainer import checkpoint
     from trainer.layers import load_layer_class, seed_program
     from trainer.model import LM, LMConfig
 

@@ -20,7 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def trained_checkpoint(tmp_path_factory) -> Path:
     """The seed DeltaNet trained for 40 steps on three plays (a small corpus keeps tokenising quick)."""
-    pytest.importorskip("trainer.checkpoint")
     from trainer.fidelity import get_fidelity
     from trainer.layers import seed_program
     from trainer.train import train
@@ -45,7 +44,7 @@ def test_smoke_tier_on_a_trained_checkpoint(trained_checkpoint, bench_cache):
     assert 0 <= scores["average"] <= 1 and 0 <= scores["recall"] <= 1
     # Forty steps on three plays: far from a language model, but much better than uniform over 512 tokens.
     assert 1 < scores["tasks"]["wiki_perplexity"]["metrics"]["byte_perplexity"] < 512
-    assert scores["wall_s"] < 60
+    assert scores["wall_s"] > 0 and set(scores["task_seconds"]) == set(scores["tasks"])
 
 
 @pytest.mark.slow

@@ -11,8 +11,6 @@ from lm_eval.api.instance import Instance
 from evaluator.evaluate import evaluate_model
 from evaluator.harness import DiscoveryLM, TokenizerAdapter
 
-pytest.importorskip("accelerate")  # lm-eval's HF model imports it
-
 REQUESTS = [
     ("Question: Which technology was developed most recently?\nAnswer:", " cellular telephone"),
     ("Question: Which technology was developed most recently?\nAnswer: ", "television"),  # trailing space moves

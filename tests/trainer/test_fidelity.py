@@ -35,6 +35,8 @@ def test_overrides_from_a_dict_keep_their_types():
     ({"steps": "abc"}, "fidelity field 'steps': could not convert"),
     ({"steps": "2.5"}, "fidelity field 'steps': not an integer"),
     ({"steps": 2.5}, "fidelity field 'steps': not an integer"),
+    ({"steps": "inf"}, "fidelity field 'steps': not an integer"),
+    ({"steps": "1e400"}, "fidelity field 'steps': not an integer"),
     ({"compile": "maybe"}, "fidelity field 'compile': not a boolean"),
     ({"compile": 2}, "fidelity field 'compile': not a boolean"),
     ({"lr": "fast"}, "fidelity field 'lr': could not convert"),

@@ -68,10 +68,11 @@ def test_the_seed_loads_and_runs():
     assert out.shape == x.shape and attentions is None and cache is None
 
 
-def test_torch_compile_is_a_no_op_for_programs_on_a_cpu():
+def test_torch_compile_is_a_no_op_for_programs_on_a_cpu(fla_modules):
     source = seed_program() + "\n\n@torch.compile\ndef twice(x):\n    return 2 * x\n\nTWICE = twice\n"
     original = torch.compile
-    layer_cls = load_layer_class(source, name="compiled", compile=False)
+    route_fla(use_kernels=False)
+    layer_cls = load_layer_class(source, name="compiled")  # the default: compile where the kernels run
     module = sys.modules[layer_cls.__module__]
     assert module.TWICE.__name__ == "twice" and module.TWICE(3) == 6  # the plain function, not compiled
     assert torch.compile is original

@@ -31,7 +31,8 @@ def sandboxed(code: str, workdir: Path, **limits):
     return result, int(pid_file.read_text()) if pid_file.exists() else None
 
 
-def assert_nothing_survives(sid: int) -> None:
+def assert_nothing_survives(sid: int | None) -> None:
+    assert sid is not None, "the child never wrote its pid: nothing was checked"
     deadline = time.monotonic() + 5
     while _session_processes(sid) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -207,7 +208,14 @@ def test_a_crash_and_a_cancellation_are_explained(tmp_path):
     assert not result.ok and result.returncode == 1
     assert result.reason == "exited with status 1: bad input: 3"
     stop = threading.Event()
-    threading.Timer(0.5, stop.set).start()
+
+    def cancel_once_running():  # not before: a child stopped before it starts proves nothing
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "stop" / "pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+
+    threading.Thread(target=cancel_once_running, daemon=True).start()
     result, sid = sandboxed("import time\ntime.sleep(60)", tmp_path / "stop", stop=stop)
     assert result.reason == "stopped: the job was cancelled"
     assert_nothing_survives(sid)
