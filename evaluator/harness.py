@@ -18,8 +18,6 @@ lookups) are not cut to the short training length of a smoke run. `max_length=` 
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
@@ -78,7 +76,9 @@ class DiscoveryLM(LM):
         if device.type == "cuda" and not torch.cuda.is_available():
             device = torch.device("cpu")  # lm-eval's command line asks for cuda by default, as HFLM falls back
         if checkpoint is not None:
-            model, tokenizer, eot_token_id, max_length = _load(checkpoint, device, eot_token_id, max_length)
+            model, tokenizer, eot_token_id, max_length, trained_in = _load(checkpoint, device, eot_token_id, max_length)
+            if dtype == "auto" and trained_in == "bfloat16":
+                dtype = "bfloat16"
         if model is None or tokenizer is None or eot_token_id is None or max_length is None:
             raise ValueError("give a checkpoint, or a model, tokenizer, eot_token_id and max_length")
         self.model = model.eval() if hasattr(model, "eval") else model
@@ -90,8 +90,12 @@ class DiscoveryLM(LM):
         self.max_gen_toks = int(max_gen_toks)
         self._device = device  # lm-eval reads it through its `device` property
         self.progress = progress
-        # fla's fused kernels refuse float32 on a GPU: run CUDA forwards under bfloat16 autocast, as training does.
-        self.autocast = device.type == "cuda" and dtype in ("auto", "bfloat16")
+        # "auto": bfloat16 autocast on CUDA (fla's fused kernels refuse float32), float32 on a CPU, unless the
+        # checkpoint trained under bfloat16: programs written for it may cast by hand and then only run under
+        # the same autocast, on any device.
+        if dtype not in ("auto", "bfloat16", "float32"):
+            raise ValueError(f"dtype must be auto, bfloat16 or float32, got {dtype!r}")
+        self.autocast = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
 
     @classmethod
     def from_checkpoint(cls, directory, *, device: str = "cpu", batch_size: int | str = DEFAULT_BATCH_SIZE,
@@ -102,8 +106,7 @@ class DiscoveryLM(LM):
 
     @torch.no_grad()
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
-        with autocast:
+        with torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self.autocast):
             out = self.model(ids.to(self._device))
         return out if isinstance(out, torch.Tensor) else out.logits
 
@@ -186,4 +189,4 @@ def _load(checkpoint: str, device: torch.device, eot_token_id: int | None, max_l
     loaded = load_checkpoint(checkpoint, device=device)
     eot = loaded.config["eos_token_id"] if eot_token_id is None else eot_token_id
     length = int(max_length) if max_length else max(int(loaded.config["max_seq_len"]), EVAL_LENGTH)
-    return loaded.model, loaded.tokenizer, eot, length
+    return loaded.model, loaded.tokenizer, eot, length, loaded.config.get("dtype")

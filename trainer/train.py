@@ -186,8 +186,9 @@ def train(program: str, fidelity: Fidelity, out: Path, **options) -> dict:
     try:
         result = trainer.run()
         if result["status"] == "ok":
+            # The precision it trained in: the evaluator runs the model in the same one.
             save_checkpoint(out / "checkpoint", trainer.model, program, trainer.tokenizer, fidelity=fidelity.name,
-                            seed=trainer.seed)
+                            seed=trainer.seed, dtype="bfloat16" if trainer.autocast else "float32")
             result["checkpoint"] = str((out / "checkpoint").resolve())
     except Exception as exc:
         result = {"status": "error", "reason": f"{type(exc).__name__}: {exc}",

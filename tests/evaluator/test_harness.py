@@ -127,3 +127,28 @@ def test_nan_logits_are_an_error(tiny_tokenizer):
     lm = DiscoveryLM(broken, tiny_tokenizer, eot_token_id=0, max_length=16, progress=False)
     with pytest.raises(FloatingPointError):
         lm.loglikelihood(instances("loglikelihood", REQUESTS[:1]))
+
+
+def test_a_checkpoint_trained_in_bfloat16_is_evaluated_in_it_on_a_cpu(tiny_tokenizer, tmp_path):
+    from trainer.checkpoint import save_checkpoint
+    from trainer.layers import load_layer_class, seed_program
+    from trainer.model import LM, LMConfig
+
+    # As about a third of the published programs do: a hand-made cast that only autocast makes harmless.
+    output = '        o = self.o_proj(rearrange(o, "b t h d -> b t (h d)"))\n'
+    program = seed_program().replace(output, output.replace("self.o_proj(rearrange(o,", "self.o_proj(rearrange(o.to(torch.bfloat16),"))
+    assert program != seed_program()
+    config = LMConfig(vocab_size=tiny_tokenizer.get_vocab_size(), hidden_size=32, num_layers=1, num_heads=2,
+                      max_seq_len=64, eos_token_id=0)
+    model = LM(config, load_layer_class(program, name="bf16_cast"))
+    request = instances("loglikelihood", [("tea 4 , sun 7 , tea", " 4")])
+    for trained_in in ("bfloat16", "float32"):
+        directory = save_checkpoint(tmp_path / trained_in, model, program, tiny_tokenizer, dtype=trained_in)
+        lm = DiscoveryLM.from_checkpoint(directory, progress=False)
+        assert lm.autocast == (trained_in == "bfloat16")
+        if trained_in == "bfloat16":
+            [(logprob, _)] = lm.loglikelihood(request)
+            assert logprob < 0
+        else:
+            with pytest.raises(RuntimeError, match="BFloat16|dtype"):
+                lm.loglikelihood(request)

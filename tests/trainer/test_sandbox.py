@@ -183,6 +183,25 @@ def test_the_parents_secrets_stay_out_of_reach(tmp_path, monkeypatch):
     assert_nothing_survives(sid)
 
 
+def test_other_services_secrets_stay_out_of_reach(tmp_path):
+    # A sibling process holding a token (the API, another worker), not the sandbox's own parent.
+    sibling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                               env={**os.environ, "API_TOKEN": "s3cret-sibling-token"})
+    try:
+        result, _ = sandboxed(f"""
+            import ctypes, json
+            libc = ctypes.CDLL(None, use_errno=True)
+            buffer = ctypes.create_string_buffer(1 << 16)
+            fd = libc.open(b"/proc/{sibling.pid}/environ", os.O_RDONLY)
+            size = libc.read(fd, buffer, len(buffer)) if fd >= 0 else -1
+            json.dump({{"read": buffer.raw[:max(size, 0)].decode("latin-1")}}, open("result.json", "w"))
+        """, tmp_path)
+    finally:
+        sibling.kill()
+        sibling.wait()
+    assert result.ok and "s3cret" not in result.result["read"]
+
+
 def test_a_child_dies_with_the_process_that_started_it(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys
