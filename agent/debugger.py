@@ -46,20 +46,13 @@ def mutation_fix(program: str, motivation: str, error: str, attempt: int) -> Fix
     seed = int(hashlib.sha256(f"{attempt}:{program}".encode()).hexdigest()[:8], 16)
     proposal = mutate(program, seed=seed)
     return Fix(program=proposal.program,
-               explanation=f"no LLM is configured, so the offline proposer's variant {proposal.name} replaces the "
+               explanation=f"without an LLM, the offline proposer's variant {proposal.name} replaces the "
                            f"program: {proposal.motivation}")
 
 
 async def propose_fix(program: str, motivation: str, error: str, llm, *, attempt: int = 0,
                       offline: OfflineFix | None = mutation_fix) -> Fix | None:
     if llm is not None:
-        fix = await llm.structured(prompts.debug_messages(program, motivation, error), Fix)
-        return fix
+        return await llm.structured(prompts.debug_messages(program, motivation, error), Fix)
     return offline(program, motivation, error, attempt) if offline is not None else None
 
-
-async def repair(program: str, motivation: str, error: str, llm, *, attempt: int = 0,
-                 offline: OfflineFix | None = mutation_fix) -> str | None:
-    """The fixed program only, or None when no fix is available."""
-    fix = await propose_fix(program, motivation, error, llm, attempt=attempt, offline=offline)
-    return fix.program if fix is not None else None
