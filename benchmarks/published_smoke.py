@@ -5,7 +5,7 @@
     python benchmarks/published_smoke.py --set dtype=auto --positions 97,62   # float32, two of them
 
 The sample is `random.Random(0).sample(range(106), 20)` over `../shared/asi-arch/architectures_106.json`.
-Each program trains in its own sandboxed child (`trainer.worker.sandboxed_training`, around
+Each program trains in its own sandboxed child (`trainer.replicates.sandboxed_training`, around
 `python -m trainer.train`), exactly as the trainer worker runs candidates, on the CPU stand-ins for fla.
 Prints one row per program as it finishes (position in the file, name, status, validation loss
 start -> end, seconds, reason), then totals. Exit status 0 when every program trained.
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from trainer.fidelity import get_fidelity, parse_overrides  # noqa: E402
 from trainer.train import load_data  # noqa: E402
-from trainer.worker import sandboxed_training  # noqa: E402
+from trainer.replicates import sandboxed_training  # noqa: E402
 
 DEFAULT_PATH = ROOT.parent / "shared" / "asi-arch" / "architectures_106.json"
 SAMPLE_SEED, SAMPLE_SIZE = 0, 20

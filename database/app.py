@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from database.embedded import EmbeddedMongo
-from database.routes import candidates, experiments, jobs, search, system
+from database.routes import calibrations, candidates, experiments, jobs, search, system
 from database.settings import Settings
 from database.store import Store
 
@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         lifespan=lifespan,
     )
     app.state.settings = settings
-    for module in (system, experiments, candidates, jobs, search):
+    for module in (system, experiments, candidates, jobs, search, calibrations):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

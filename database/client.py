@@ -189,3 +189,9 @@ class ApiClient:
 
     async def search_cognition(self, q: str, k: int = 3) -> list[dict]:
         return await self.request("GET", "/cognition/search", params={"q": q, "k": k})
+
+    async def put_calibration(self, record: dict) -> dict:
+        return await self.request("PUT", f"/calibrations/{record['fidelity']}", json=record)
+
+    async def calibrations(self) -> dict:
+        return await self.request("GET", "/calibrations")

@@ -5,6 +5,13 @@ relative benchmark improvement, and the LLM judge's score. A relative improvemen
 +-`clip` (10% by default) and scaled by it, so that +-10% reaches the ends of a sigmoid of slope
 `slope` (6 by default): no single lucky run can dominate the pool. The parts are combined with
 weights; a part that is missing (no judge offline) gets weight 0.
+
+Noise: every score at a rung is a mean over training seeds, with a standard error (SE), and so is the
+baseline's, over the same seeds. A difference counts only by how far it stands beyond its noise: with
+d the difference and s = sqrt(SE_experiment^2 + SE_baseline^2), the part sees sign(d) * max(0, |d| - k*s),
+k = `noise_se` (1 by default; 0 counts raw differences). So a candidate within k SE of the baseline
+scores exactly 0.5, and the seed scored against itself sits at parity. An experiment *beats the
+baseline* when a weighted part improves by more than `beats_se` (2) SE and none is worse by that much.
 """
 
 from __future__ import annotations
@@ -20,10 +27,54 @@ class FitnessSettings:
     weight_judge: float = 1.0
     clip: float = 0.10
     slope: float = 6.0
+    noise_se: float = 1.0
+    beats_se: float = 2.0
 
 
 def _finite(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _stats(record: dict | None, key: str, value: float | None) -> dict | None:
+    """A measurement as {"mean", "se"}: its replicated statistics, or the single value with no known noise."""
+    stats = (record or {}).get(f"{key}_stats")
+    if stats and _finite(stats.get("mean")) and _finite(stats.get("se")):
+        return stats
+    return {"mean": value, "se": 0.0} if _finite(value) else None
+
+
+def evidence(experiment: dict, baseline: dict) -> dict[str, dict | None]:
+    """Per part: the improvement over the baseline (positive is better), its standard error and z = d / SE."""
+    train, base_train = experiment.get("train"), baseline.get("train")
+    loss = _stats(train, "val_loss", (train or {}).get("val_loss"))
+    base_loss = _stats(base_train, "val_loss", (base_train or {}).get("val_loss"))
+    bench = _stats(experiment.get("eval"), "benchmark", benchmark_score(experiment.get("eval")))
+    base_bench = _stats(baseline.get("eval"), "benchmark", benchmark_score(baseline.get("eval")))
+    found = {}
+    for name, better, worse, reference in (("loss", base_loss, loss, base_loss), ("benchmark", bench, base_bench,
+                                                                                   base_bench)):
+        if better is None or worse is None:
+            found[name] = None
+            continue
+        difference = better["mean"] - worse["mean"]
+        se = math.hypot(better["se"], worse["se"])
+        found[name] = {"difference": difference, "se": se, "z": difference / se if se > 0 else None,
+                       "reference": reference["mean"]}
+    return found
+
+
+def counted(part: dict, settings: FitnessSettings) -> float:
+    """The relative improvement that counts: the difference shrunk towards 0 by `noise_se` standard errors."""
+    magnitude = max(0.0, abs(part["difference"]) - settings.noise_se * part["se"])
+    return math.copysign(magnitude, part["difference"]) / abs(part["reference"])
+
+
+def beats_baseline(found: dict[str, dict | None], settings: FitnessSettings) -> bool:
+    """True when a weighted part improves by more than `beats_se` SE and no weighted part is that much worse."""
+    weights = {"loss": settings.weight_loss, "benchmark": settings.weight_benchmark}
+    margins = [(part["difference"], settings.beats_se * part["se"]) for name, part in found.items()
+               if part is not None and weights.get(name, 0) > 0]
+    return any(d > m and d > 0 for d, m in margins) and not any(d < -m and d < 0 for d, m in margins)
 
 
 def squash(relative: float, settings: FitnessSettings) -> float:
@@ -47,16 +98,12 @@ def fitness_parts(
     experiment: dict, baseline: dict, judge_score: float | None, settings: FitnessSettings
 ) -> dict[str, float | None]:
     """The parts of the fitness, each in [0, 1] or None where the experiment lacks the result."""
-    loss = (experiment.get("train") or {}).get("val_loss")
-    base_loss = (baseline.get("train") or {}).get("val_loss")
-    loss_part = None
-    if _finite(loss) and _finite(base_loss) and base_loss > 0:
-        loss_part = squash((base_loss - loss) / base_loss, settings)
-
-    bench, base_bench = benchmark_score(experiment.get("eval")), benchmark_score(baseline.get("eval"))
-    bench_part = None
-    if bench is not None and base_bench is not None and base_bench > 0:
-        bench_part = squash((bench - base_bench) / base_bench, settings)
+    found = evidence(experiment, baseline)
+    loss_part = bench_part = None
+    if found["loss"] is not None and found["loss"]["reference"] > 0:
+        loss_part = squash(counted(found["loss"], settings), settings)
+    if found["benchmark"] is not None and found["benchmark"]["reference"] > 0:
+        bench_part = squash(counted(found["benchmark"], settings), settings)
 
     judge_part = None
     if _finite(judge_score):

@@ -11,6 +11,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 
 
 class Fidelity(StrEnum):
+    synthetic = "synthetic"
     smoke = "smoke"
     explore = "explore"
     verify = "verify"

@@ -52,6 +52,7 @@ class Store:
         self.counters = self.db["counters"]
         self.pool = self.db["pool"]
         self.cognition = self.db["cognition"]
+        self.calibrations = self.db["calibrations"]
 
     @classmethod
     def connect(cls, url: str, db_name: str) -> Store:

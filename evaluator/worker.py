@@ -20,27 +20,31 @@ from pathlib import Path
 
 from database.worker import CandidateError, run_worker
 from evaluator.evaluate import TIERS, default_cache_dir, evaluate_model
+from evaluator.replicated import SYNTHETIC_TIER, evaluate_synthetic, merge_evaluations
 
 log = logging.getLogger("evaluator")
 
 
 def tier_of(job: dict, experiment: dict) -> str:
     fidelity = (job.get("payload") or {}).get("fidelity") or experiment.get("fidelity") or "smoke"
-    if fidelity not in TIERS:
-        raise CandidateError(f"no evaluation tier for fidelity {fidelity!r}; tiers are {sorted(TIERS)}")
+    if fidelity not in TIERS and fidelity != SYNTHETIC_TIER:
+        raise CandidateError(f"no evaluation tier for fidelity {fidelity!r}; tiers are "
+                             f"{sorted([*TIERS, SYNTHETIC_TIER])}")
     return fidelity
 
 
-def checkpoint_of(experiment: dict) -> Path:
-    checkpoint = (experiment.get("train") or {}).get("checkpoint")
-    if not checkpoint:
+def checkpoints_of(experiment: dict) -> list[Path]:
+    """The checkpoint of every training seed (older records name one)."""
+    train = experiment.get("train") or {}
+    checkpoints = train.get("checkpoints") or ([train["checkpoint"]] if train.get("checkpoint") else [])
+    if not checkpoints:
         raise CandidateError(f"experiment #{experiment['index']} has no checkpoint to evaluate (train.checkpoint "
                              "is not set)")
-    path = Path(checkpoint)
-    if not (path / "config.json").exists():
-        raise CandidateError(f"experiment #{experiment['index']}: checkpoint {checkpoint} is missing "
-                             "(no config.json there)")
-    return path
+    for checkpoint in checkpoints:
+        if not (Path(checkpoint) / "config.json").exists():
+            raise CandidateError(f"experiment #{experiment['index']}: checkpoint {checkpoint} is missing "
+                                 "(no config.json there)")
+    return [Path(c) for c in checkpoints]
 
 
 def evaluate_candidate(checkpoint: Path, tier: str, *, limit: int | None, cache_dir: Path, device: str) -> dict:
@@ -48,6 +52,11 @@ def evaluate_candidate(checkpoint: Path, tier: str, *, limit: int | None, cache_
     from evaluator.harness import DiscoveryLM
     from evaluator.tasks import build_tasks
 
+    if tier == SYNTHETIC_TIER:
+        try:
+            return evaluate_synthetic(checkpoint, device)
+        except (ValueError, RuntimeError, FloatingPointError, IndexError, OSError) as err:
+            raise CandidateError(f"evaluation failed: {err}") from err
     build_tasks(cache_dir, TIERS[tier]["tasks"])  # benchmark data problems are not the candidate's
     started = time.monotonic()
     try:
@@ -68,13 +77,14 @@ async def handle_evaluate(job: dict, client) -> dict:
     if index is None:
         raise CandidateError("an evaluate job needs an experiment")
     experiment = await client.get_experiment(index)
-    checkpoint = checkpoint_of(experiment)
+    checkpoints = checkpoints_of(experiment)
     tier = tier_of(job, experiment)
     limit = (job.get("payload") or {}).get("eval_limit")
     device = os.environ.get("EVALUATOR_DEVICE", "cpu")
     cpu_started = time.process_time()
-    scores = await asyncio.to_thread(evaluate_candidate, checkpoint, tier, limit=limit, cache_dir=default_cache_dir(),
-                                     device=device)
+    per_seed = [await asyncio.to_thread(evaluate_candidate, checkpoint, tier, limit=limit,
+                                        cache_dir=default_cache_dir(), device=device) for checkpoint in checkpoints]
+    scores = merge_evaluations(per_seed)
     costs = {"cpu_seconds": round(time.process_time() - cpu_started, 3)}
     if device.startswith("cuda"):
         costs["gpu_seconds"] = round(scores["wall_s"], 3)

@@ -29,7 +29,8 @@ def save_checkpoint(directory: Path, model: LM, program: str, tokenizer, **meta)
     directory.mkdir(parents=True, exist_ok=True)
     save_model(model, str(directory / "model.safetensors"))
     (directory / "program.py").write_text(program)
-    tokenizer.save(str(directory / "tokenizer.json"))
+    if tokenizer is not None:  # synthetic tasks have token ids and no text
+        tokenizer.save(str(directory / "tokenizer.json"))
     config = {"lm": model.config.to_dict(), "program_sha256": sha256(program),
               "eos_token_id": model.config.eos_token_id, "max_seq_len": model.config.max_seq_len, **meta}
     (directory / "config.json").write_text(json.dumps(config, indent=1))
@@ -39,7 +40,7 @@ def save_checkpoint(directory: Path, model: LM, program: str, tokenizer, **meta)
 @dataclass
 class Checkpoint:
     model: LM
-    tokenizer: object  # tokenizers.Tokenizer
+    tokenizer: object | None  # tokenizers.Tokenizer; None for synthetic tasks
     config: dict
 
 
@@ -56,4 +57,6 @@ def load_checkpoint(directory: Path, device: str | torch.device = "cpu") -> Chec
     model = LM(LMConfig.from_dict(config["lm"]), load_layer_class(program, name=f"ckpt_{config['program_sha256'][:8]}"))
     load_model(model, str(directory / "model.safetensors"), device=str(device))
     model.to(device).eval()
-    return Checkpoint(model=model, tokenizer=Tokenizer.from_file(str(directory / "tokenizer.json")), config=config)
+    tokenizer_file = directory / "tokenizer.json"
+    tokenizer = Tokenizer.from_file(str(tokenizer_file)) if tokenizer_file.exists() else None
+    return Checkpoint(model=model, tokenizer=tokenizer, config=config)

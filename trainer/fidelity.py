@@ -53,6 +53,8 @@ class Fidelity:
     timeout_s: int = 900
     memory_mb: int = 6144
     eval_tier: str = "smoke"
+    # Training seeds behind every score at this fidelity (the baseline's too): means with standard errors.
+    replicates: int = 1
 
     @property
     def tokens_per_step(self) -> int:
@@ -104,10 +106,17 @@ def _coerce(value, kind: type):
 
 
 FIDELITIES = {
+    # Generated recall, copying, compression and memorisation tasks (trainer.synthetic), trained directly.
+    "synthetic": Fidelity(
+        name="synthetic", vocab_size=256, hidden_size=64, num_layers=2, num_heads=2, dataset="synthetic",
+        seq_len=64, batch_size=32, micro_batch_size=32, steps=600, lr=3e-3, warmup_steps=30, decay_fraction=0.2,
+        weight_decay=0.1, log_every=20, eval_every=0, eval_batches=4, max_layer_params=100_000,
+        divergence_ratio=4.0, timeout_s=900, memory_mb=4096, eval_tier="synthetic", replicates=3,
+    ),
     "smoke": Fidelity(
         name="smoke", vocab_size=2048, hidden_size=64, num_layers=2, num_heads=2, seq_len=128,
         batch_size=16, micro_batch_size=16, steps=240, lr=3e-3, warmup_steps=20, log_every=10, eval_every=60,
-        eval_batches=8, max_layer_params=100_000, timeout_s=600, memory_mb=6144, eval_tier="smoke",
+        eval_batches=8, max_layer_params=100_000, timeout_s=600, memory_mb=6144, eval_tier="smoke", replicates=3,
     ),
     "explore": Fidelity(
         name="explore", vocab_size=32000, hidden_size=256, num_layers=8, num_heads=8, seq_len=2048,

@@ -22,6 +22,7 @@ import torch
 
 from trainer.checkpoint import save_checkpoint
 from trainer.data import (
+    TokenData,
     data_directory,
     default_cache_dir,
     is_local,
@@ -32,9 +33,15 @@ from trainer.data import (
 from trainer.fidelity import Fidelity, get_fidelity, parse_overrides
 from trainer.layers import load_layer_class, route_fla
 from trainer.model import LM, LMConfig
+from trainer.synthetic import SyntheticTasks, task_accuracies
+
+SYNTHETIC = "synthetic"  # the dataset name of generated tasks (trainer.synthetic)
 
 
 def load_data(fidelity: Fidelity, cache_dir: Path):
+    """The fidelity's training data: a tokenised corpus (prepared once into CACHE_DIR) or generated tasks."""
+    if fidelity.dataset == SYNTHETIC:
+        return SyntheticTasks(fidelity.seq_len, eval_sequences=fidelity.eval_batches * fidelity.micro_batch_size)
     local = is_local(fidelity.dataset)
     directory = data_directory(cache_dir, fidelity.dataset, fidelity.vocab_size)
     if not local and not (directory / "meta.json").exists():
@@ -42,7 +49,25 @@ def load_data(fidelity: Fidelity, cache_dir: Path):
             f"dataset {fidelity.dataset!r} is not prepared in {cache_dir}; tokenise it once with:\n"
             f"  python -m trainer.data prepare --dataset {fidelity.dataset} --vocab-size {fidelity.vocab_size} "
             f"--cache {cache_dir}")
-    return prepare(fidelity.dataset, fidelity.vocab_size, cache_dir, progress=False)
+    return TextBatches(prepare(fidelity.dataset, fidelity.vocab_size, cache_dir, progress=False), fidelity)
+
+
+class TextBatches:
+    """Random windows of a tokenised corpus for training, fixed ones for validation; every token is a label."""
+
+    def __init__(self, data: TokenData, fidelity: Fidelity):
+        self.data, self.fidelity = data, fidelity
+        self.tokenizer, self.eos_token_id = data.tokenizer, data.eos_token_id
+        self.vocab_size = data.meta["vocab_size"]
+
+    def train_batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = random_windows(self.data.train, self.fidelity.seq_len, size, generator)
+        return batch, batch
+
+    def validation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        fid = self.fidelity
+        windows = validation_windows(self.data.val, fid.seq_len, fid.eval_batches * fid.micro_batch_size)
+        return windows, windows
 
 
 def lr_at(step: int, fidelity: Fidelity) -> float:
@@ -87,15 +112,30 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
     @torch.no_grad()
-    def validation_loss(self, model: LM, windows: torch.Tensor) -> float:
+    def validation_loss(self, model: LM, validation: tuple[torch.Tensor, torch.Tensor]) -> float:
+        """Mean loss per labelled token over the validation set."""
         model.eval()
-        total = 0.0
-        for start in range(0, len(windows), self.fidelity.micro_batch_size):
-            batch = windows[start:start + self.fidelity.micro_batch_size].to(self.device)
+        inputs, labels = validation
+        total, count = 0.0, 0
+        for start in range(0, len(inputs), self.fidelity.micro_batch_size):
+            batch = inputs[start:start + self.fidelity.micro_batch_size].to(self.device)
+            targets = labels[start:start + self.fidelity.micro_batch_size].to(self.device)
+            labelled = int((targets[:, 1:] != -100).sum())
             with self._context():
-                total += model(batch, labels=batch).loss.item() * len(batch)
+                total += model(batch, labels=targets).loss.item() * labelled
+            count += labelled
         model.train()
-        return total / len(windows)
+        return total / max(count, 1)
+
+    @torch.no_grad()
+    def logits(self, model: LM, inputs: torch.Tensor) -> torch.Tensor:
+        model.eval()
+        out = []
+        for start in range(0, len(inputs), self.fidelity.micro_batch_size):
+            with self._context():
+                out.append(model(inputs[start:start + self.fidelity.micro_batch_size].to(self.device)).logits.float())
+        model.train()
+        return torch.cat(out).cpu()
 
     def run(self) -> dict:
         fid = self.fidelity
@@ -106,14 +146,14 @@ class Trainer:
         backend = route_fla(use_kernels=None if self.device.type == "cuda" else False)
         layer_cls = load_layer_class(self.program, name="program", compile=self.compile and self.device.type == "cuda")
         config = LMConfig.from_fidelity(fid, eos_token_id=data.eos_token_id)
-        config.vocab_size = data.meta["vocab_size"]
+        config.vocab_size = data.vocab_size
         torch.manual_seed(self.seed)
         model = LM(config, layer_cls).to(self.device)
         counts = model.parameter_counts()
         step_model = torch.compile(model) if self.compile and self.device.type == "cuda" else model
         optimizer = make_optimizer(model, fid, self.device)
         generator = torch.Generator().manual_seed(self.seed)
-        val_windows = validation_windows(data.val, fid.seq_len, fid.eval_batches * fid.micro_batch_size)
+        val_windows = data.validation()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -135,9 +175,9 @@ class Trainer:
                 group["lr"] = lr_at(step, fid)
             loss_sum = 0.0
             for _ in range(accumulation):
-                batch = random_windows(data.train, fid.seq_len, fid.micro_batch_size, generator).to(self.device)
+                batch, labels = data.train_batch(fid.micro_batch_size, generator)
                 with self._context():
-                    loss = step_model(batch, labels=batch).loss / accumulation
+                    loss = step_model(batch.to(self.device), labels=labels.to(self.device)).loss / accumulation
                 loss.backward()
                 loss_sum += loss.item()
             torch.nn.utils.clip_grad_norm_(model.parameters(), fid.grad_clip)
@@ -168,10 +208,12 @@ class Trainer:
             if not math.isfinite(val_loss):
                 result.update(status="failed", reason=f"the validation loss is {val_loss}")
             result["val_loss"] = val_loss
+            if isinstance(data, SyntheticTasks):
+                result.update(task_accuracies(data, lambda inputs: self.logits(model, inputs)))
         else:
             result["val_loss"] = None
         wall = time.monotonic() - started
-        result.update(steps_done=step + 1, tokens=tokens, tokens_per_s=tokens / max(train_time, 1e-9),
+        result.update(threads=torch.get_num_threads(), steps_done=step + 1, tokens=tokens, tokens_per_s=tokens / max(train_time, 1e-9),
                       train_s=train_time, wall_s=wall, cpu_s=time.process_time() - cpu_started,
                       gpu_s=wall if self.device.type == "cuda" else 0.0, peak_memory_mb=peak_memory_mb(self.device))
         self.model, self.tokenizer = model, data.tokenizer

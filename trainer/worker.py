@@ -15,7 +15,6 @@ import asyncio
 import logging
 import os
 import shutil
-import sys
 import threading
 from pathlib import Path
 
@@ -23,15 +22,11 @@ import torch
 
 from database.worker import CandidateError, Outcome, run_worker
 from trainer.fidelity import get_fidelity
-from trainer.sandbox import run_sandboxed
+from trainer.replicates import first_failure, merge_runs, train_seeds
 from trainer.train import load_data
 
 log = logging.getLogger("trainer")
 MAX_REPAIRS = 2
-# Result fields kept on the experiment (the loss curve included; the full fidelity is in the checkpoint).
-TRAIN_FIELDS = ("loss_curve", "val_curve", "val_loss", "val_loss_start", "tokens_per_s", "peak_memory_mb", "params",
-                "non_embedding_params", "mixer_params_per_layer", "wall_s", "train_s", "gpu_s", "cpu_s", "tokens",
-                "steps_done", "device", "backend", "seed", "checkpoint")
 
 
 def run_dir() -> Path:
@@ -45,35 +40,23 @@ def pick_device(requested: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def train_in_sandbox(index: int, program: str, payload: dict, device: str, stop: threading.Event,
-                     workdir: Path) -> tuple[dict, object]:
-    """Blocking: prepare data (trusted), then train the program in a sandboxed child."""
+def seeds_of(payload: dict, fidelity) -> list[int]:
+    """The job's training seeds: `seeds` as given, else `replicates` seeds counted up from `seed`."""
+    if payload.get("seeds"):
+        return [int(s) for s in payload["seeds"]]
+    base = int(payload.get("seed", 0))
+    return list(range(base, base + fidelity.replicates))
+
+
+def train_job(program: str, payload: dict, device: str, stop: threading.Event, workdir: Path):
+    """Blocking: prepare data (trusted), then train every seed of the job in its own sandbox."""
     fidelity = get_fidelity(payload.get("fidelity", "smoke"), payload.get("overrides"))
     cache = run_dir() / "cache"
     load_data(fidelity, cache)  # tokenise once, outside the sandbox, which may only read it
     shutil.rmtree(workdir, ignore_errors=True)
-    threads = int(os.environ.get("TRAINER_THREADS", str(max(1, (os.cpu_count() or 2)))))
-    sandbox = sandboxed_training(program, fidelity, payload.get("overrides") or {}, seed=int(payload.get("seed", 0)),
-                                 device=device, cache=cache, workdir=workdir, threads=threads, stop=stop)
-    return fidelity.to_dict(), sandbox
-
-
-def sandboxed_training(program: str, fidelity, overrides: dict, *, seed: int, device: str, cache: Path,
-                       workdir: Path, threads: int, stop: threading.Event | None = None,
-                       timeout_s: float | None = None):
-    """`python -m trainer.train` on the program in a sandboxed child under WORKDIR: how every candidate trains.
-
-    The data must be prepared in CACHE already (the child may only read it). Returns the `SandboxResult`.
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "program.py").write_text(program)
-    settings = [f"{k}={v}" for k, v in overrides.items()]
-    argv = [sys.executable, "-m", "trainer.train", "--program", "program.py", "--fidelity", fidelity.name,
-            "--out", ".", "--seed", str(seed), "--cache", str(cache), "--device", device,
-            "--no-progress", *(["--set", *settings] if settings else [])]
-    return run_sandboxed(argv, workdir=workdir, timeout_s=timeout_s or fidelity.timeout_s,
-                         memory_mb=fidelity.memory_mb, env={"OMP_NUM_THREADS": str(threads)},
-                         writable=[cache / "compile"], cuda=device.startswith("cuda"), stop=stop)
+    cores = int(os.environ["TRAINER_THREADS"]) if os.environ.get("TRAINER_THREADS") else None
+    return train_seeds(program, fidelity, payload.get("overrides") or {}, seeds=seeds_of(payload, fidelity),
+                       device=device, cache=cache, workdir=workdir, stop=stop, cores=cores)
 
 
 async def handle_train(job: dict, client) -> dict | Outcome:
@@ -86,16 +69,17 @@ async def handle_train(job: dict, client) -> dict | Outcome:
     workdir = run_dir() / "sandbox" / f"train-{index}-{job['id'][:8]}"
     stop = threading.Event()
     try:
-        _, sandbox = await asyncio.to_thread(train_in_sandbox, index, experiment["program"], payload, device, stop,
-                                             workdir)
+        runs = await asyncio.to_thread(train_job, experiment["program"], payload, device, stop, workdir)
     except asyncio.CancelledError:
-        stop.set()  # the lease was lost or the worker is stopping: kill the child now
+        stop.set()  # the lease was lost or the worker is stopping: kill the children now
         raise
-    result = sandbox.result or {}
-    costs = {"gpu_seconds": float(result.get("gpu_s") or 0.0), "cpu_seconds": float(result.get("cpu_s") or 0.0)}
-    if not sandbox.ok or result.get("status") != "ok":
-        reason = result.get("reason") or sandbox.reason or "training failed"
-        detail = result.get("traceback") or sandbox.stderr_tail
+    results = [sandbox.result or {} for _, sandbox in runs]
+    costs = {"gpu_seconds": sum(float(r.get("gpu_s") or 0.0) for r in results),
+             "cpu_seconds": sum(float(r.get("cpu_s") or 0.0) for r in results)}
+    failure = first_failure(runs)
+    if failure is not None:
+        seed, reason, detail = failure
+        reason = f"{reason} (seed {seed})" if len(runs) > 1 else reason
         await client.update_experiment(index, costs=costs)
         repairs = int(payload.get("repairs", 0))
         if repairs < int(payload.get("max_repairs", MAX_REPAIRS)):
@@ -106,15 +90,19 @@ async def handle_train(job: dict, client) -> dict | Outcome:
                                        "payload": {**payload, "repairs": repairs + 1, "repair": repair}}])
         raise CandidateError(f"training failed: {reason}")
 
-    checkpoint = run_dir() / "checkpoints" / str(index)
-    shutil.rmtree(checkpoint, ignore_errors=True)
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(workdir / "checkpoint"), checkpoint)
-    result["checkpoint"] = str(checkpoint)
-    train = {k: result.get(k) for k in TRAIN_FIELDS}
+    home = run_dir() / "checkpoints" / str(index)
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True, exist_ok=True)
+    checkpoints = []
+    for seed, _ in runs:
+        shutil.move(str(workdir / f"seed-{seed}" / "checkpoint"), home / f"seed-{seed}")
+        checkpoints.append(str(home / f"seed-{seed}"))
+    train = merge_runs(results)
+    train.update(checkpoint=checkpoints[0], checkpoints=checkpoints)
     await client.update_experiment(index, train=train, status="trained", costs=costs)
     shutil.rmtree(workdir, ignore_errors=True)
-    return {"experiment": index, "val_loss": result["val_loss"], "tokens_per_s": result["tokens_per_s"]}
+    return {"experiment": index, "val_loss": train["val_loss"], "seeds": train["seeds"],
+            "tokens_per_s": train["tokens_per_s"]}
 
 
 def main(argv: list[str] | None = None) -> None:

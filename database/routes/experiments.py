@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query, status
 
 from database.deps import ReadAuth, SettingsDep, StoreDep, WriteAuth
-from database.fitness import FitnessSettings, combine, fitness_parts
+from database.fitness import FitnessSettings, beats_baseline, combine, evidence, fitness_parts
 from database.routes.candidates import refresh_pool
 from database.schemas import (
     ExperimentContext,
@@ -88,10 +88,14 @@ async def score_experiment(index: int, body: ScoreRequest, store: StoreDep, sett
     fitness_settings = FitnessSettings(
         weight_loss=settings.fitness_weight_loss, weight_benchmark=settings.fitness_weight_benchmark,
         weight_judge=settings.fitness_weight_judge, clip=settings.fitness_clip, slope=settings.fitness_slope,
+        noise_se=settings.fitness_noise_se, beats_se=settings.fitness_beats_se,
     )
     parts = fitness_parts(experiment, baseline, body.judge_score, fitness_settings)
     fitness = combine(parts, fitness_settings)
-    fields = {"fitness": fitness, "fitness_parts": {**parts, "baseline": baseline["index"]}}
+    found = evidence(experiment, baseline)
+    beats = baseline["index"] != index and beats_baseline(found, fitness_settings)
+    fields = {"fitness": fitness, "fitness_parts": {**parts, "baseline": baseline["index"]}, "evidence": found,
+              "beats_baseline": beats}
     if fitness is None:
         fields.update(status="failed", failure={"stage": "analyse", "reason": f"no finite results to score: {parts}"})
     else:

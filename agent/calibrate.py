@@ -1,0 +1,225 @@
+"""Calibrate a fidelity: train known layers with several seeds and measure how well the rung ranks them.
+
+    python -m agent.calibrate --fidelity synthetic                  # the reference panel, 3 seeds
+    python -m agent.calibrate --fidelity smoke --programs my_layers/ --seeds 2 --out smoke.json
+
+Each program trains in the sandbox with every seed, exactly as a candidate would (same children,
+same evaluation), and gets a score per seed where higher is better: the mean task accuracy at the
+`synthetic` rung, minus the validation loss at language-model rungs. Printed: a table of mean ± SE
+per program and task with seconds spent; the Spearman correlation of the means with the order the
+literature expects (panel members only); the seed-to-seed rank correlation; and the correlation with
+every other rung calibrated in the same folder. Written: FILE.json, a plot beside it, and, with
+`--api`, the record in the candidate API, where the pipeline reads it to warn about a rung that has
+not earned its place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from database.stats import mean_se, spearman
+from trainer.fidelity import FIDELITIES, get_fidelity, parse_overrides
+from trainer.panel import PANEL, expected_tier, panel_programs
+
+# A rung whose ranking correlates less than this with the expected order has not earned its place.
+EARNED_SPEARMAN = 0.5
+
+
+def default_out(fidelity: str) -> Path:
+    return Path(os.environ.get("RUN_DIR", "runs/default")) / "calibration" / f"{fidelity}.json"
+
+
+def programs_in(directory: Path | None) -> dict[str, Path]:
+    if directory is None:
+        return panel_programs()
+    if not directory.is_dir():
+        raise SystemExit(f"--programs {directory}: not a directory of layer programs (*.py)")
+    found = {path.stem: path for path in sorted(directory.glob("*.py")) if not path.name.startswith("_")}
+    if not found:
+        raise SystemExit(f"--programs {directory}: no *.py layer programs there")
+    return found
+
+
+def score_of(fidelity_name: str, evaluation: dict | None, val_loss: float | None) -> float | None:
+    """Higher is better: task accuracy at the synthetic rung, -validation loss at language-model rungs."""
+    if fidelity_name == "synthetic":
+        return (evaluation or {}).get("average")
+    return None if val_loss is None else -val_loss
+
+
+def calibrate_program(name: str, path: Path, fidelity, overrides: dict, seeds: list[int], workdir: Path,
+                      cache: Path) -> dict:
+    """Train and evaluate one program with every seed; its record for the calibration file."""
+    from evaluator.evaluate import default_cache_dir
+    from evaluator.worker import evaluate_candidate
+    from trainer.replicates import first_failure, train_seeds
+
+    started = time.monotonic()
+    runs = train_seeds(path.read_text(), fidelity, overrides, seeds=seeds, device="cpu", cache=cache,
+                       workdir=workdir / name)
+    failure = first_failure(runs)
+    if failure is not None:
+        return {"status": "failed", "reason": f"seed {failure[0]}: {failure[1]}", "seconds": time.monotonic() - started}
+    scores, tasks = [], {}
+    for seed, sandbox in runs:
+        result = sandbox.result
+        evaluation = evaluate_candidate(workdir / name / f"seed-{seed}" / "checkpoint", fidelity.eval_tier,
+                                        limit=None, cache_dir=default_cache_dir(), device="cpu")
+        scores.append(score_of(fidelity.name, evaluation, result.get("val_loss")))
+        tasks.setdefault("val_loss", []).append(result.get("val_loss"))
+        for task, value in (evaluation.get("tasks") or {}).items():
+            tasks.setdefault(task, []).append(value.get("value"))
+    return {"status": "ok", "tier": expected_tier(name), "score": mean_se(scores),
+            "tasks": {task: mean_se(values) for task, values in tasks.items()},
+            "seconds": time.monotonic() - started}
+
+
+def rank_statistics(programs: dict[str, dict], seeds: int) -> dict:
+    """Spearman with the expected order (panel members) and between seeds (mean over pairs of seeds)."""
+    ok = {n: p for n, p in programs.items() if p["status"] == "ok" and p["score"]}
+    panel = [n for n in ok if expected_tier(n) is not None]
+    expected = spearman([ok[n]["score"]["mean"] for n in panel], [-expected_tier(n) for n in panel])
+    pairs = []
+    for i, j in itertools.combinations(range(seeds), 2):
+        a = [ok[n]["score"]["per_seed"][i] for n in ok]
+        b = [ok[n]["score"]["per_seed"][j] for n in ok]
+        if None not in a and None not in b and (rho := spearman(a, b)) is not None:
+            pairs.append(rho)
+    return {"spearman_expected": expected, "spearman_seeds": sum(pairs) / len(pairs) if pairs else None}
+
+
+def cross_rung(record: dict, folder: Path) -> dict[str, float | None]:
+    """Spearman between this rung's program means and each other rung calibrated in FOLDER."""
+    found = {}
+    for other in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(other.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if data.get("fidelity") in (None, record["fidelity"]):
+            continue
+        common = [n for n, p in record["programs"].items() if p.get("score")
+                  and (data.get("programs", {}).get(n) or {}).get("score")]
+        found[data["fidelity"]] = spearman([record["programs"][n]["score"]["mean"] for n in common],
+                                           [data["programs"][n]["score"]["mean"] for n in common])
+    return found
+
+
+def _pm(stats: dict | None, digits: int = 3) -> str:
+    return "-" if not stats else f"{stats['mean']:.{digits}f} ± {stats['se']:.{digits}f}"
+
+
+def table(record: dict) -> str:
+    programs = record["programs"]
+    tasks = sorted({t for p in programs.values() for t in (p.get("tasks") or {})}, key=lambda t: (t != "val_loss", t))
+    header = ["program", "tier", "score", *tasks, "seconds"]
+    rows = [header]
+    for name, p in programs.items():
+        if p["status"] != "ok":
+            rows.append([name, str(p.get("tier") or "-"), f"failed: {p['reason'][:60]}"] + [""] * (len(tasks) + 1))
+            continue
+        rows.append([name, str(p.get("tier") or "-"), _pm(p["score"]), *[_pm(p["tasks"].get(t), 2) for t in tasks],
+                     f"{p['seconds']:.0f}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot(record: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n, p in record["programs"].items() if p["status"] == "ok"]
+    means = [record["programs"][n]["score"]["mean"] for n in names]
+    errors = [record["programs"][n]["score"]["se"] for n in names]
+    tiers = [record["programs"][n].get("tier") or 0 for n in names]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4.5))
+    colours = plt.get_cmap("viridis_r")([t / 7 for t in tiers])
+    ax.bar(range(len(names)), means, yerr=errors, capsize=4, color=colours)
+    ax.set_xticks(range(len(names)), [f"{n}\n(tier {t})" if t else n for n, t in zip(names, tiers, strict=True)],
+                  rotation=30, ha="right", fontsize=8)
+    rho = record.get("spearman_expected")
+    ax.set_ylabel("score (higher is better), mean ± SE over seeds")
+    ax.set_title(f"calibration of the {record['fidelity']} rung, {record['seeds']} seeds"
+                 + (f": Spearman with the expected order {rho:.2f}" if rho is not None else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def store(record: dict, api: str, token: str | None) -> None:
+    import httpx
+
+    response = httpx.put(f"{api.rstrip('/')}/calibrations/{record['fidelity']}", json=record, timeout=30,
+                         headers={"Authorization": f"Bearer {token}"} if token else {})
+    response.raise_for_status()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fidelity", required=True, help=f"one of {sorted(FIDELITIES)}")
+    parser.add_argument("--programs", type=Path, default=None, help="folder of layer programs (default: the panel)")
+    parser.add_argument("--only", default=None, help="comma-separated panel members to train (default: all)")
+    parser.add_argument("--seeds", type=int, default=None, help="training seeds per program (default: the rung's)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default RUN_DIR/calibration/NAME.json)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override fidelity fields")
+    parser.add_argument("--api", default=os.environ.get("API_URL"), help="candidate API to store the result in")
+    parser.add_argument("--token", default=os.environ.get("API_TOKEN"))
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.set)
+        fidelity = get_fidelity(args.fidelity, overrides)
+        programs = programs_in(args.programs)
+        if args.only:
+            programs = {n: p for n, p in panel_programs(args.only.split(",")).items()}
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    seeds = list(range(args.seeds or fidelity.replicates))
+    if not seeds:
+        print("error: --seeds must be at least 1", file=sys.stderr)
+        return 2
+    out = args.out or default_out(fidelity.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f"work-{fidelity.name}"
+    cache = Path(os.environ.get("RUN_DIR", "runs/default")) / "cache"
+    from trainer.train import load_data
+
+    load_data(fidelity, cache)  # tokenise once, outside the sandboxes
+    print(f"calibrating {fidelity.name}: {len(programs)} programs x {len(seeds)} seeds", flush=True)
+    record = {"fidelity": fidelity.name, "seeds": len(seeds), "overrides": overrides, "programs": {}}
+    for name, path in programs.items():
+        record["programs"][name] = result = calibrate_program(name, path, fidelity, overrides, seeds, work, cache)
+        print(f"  {name:<18} {_pm(result.get('score'))}  ({result['seconds']:.0f} s)"
+              + (f"  {result['reason']}" if result["status"] != "ok" else ""), flush=True)
+    record.update(rank_statistics(record["programs"], len(seeds)))
+    record["spearman_rungs"] = cross_rung(record, out.parent)
+    record["earned"] = (record["spearman_expected"] or 0) >= EARNED_SPEARMAN
+    out.write_text(json.dumps(record, indent=1))
+    picture = plot(record, out.with_suffix(".png"))
+    print(table(record))
+    for key, label in (("spearman_expected", "Spearman with the expected order"),
+                       ("spearman_seeds", "seed-to-seed rank correlation")):
+        value = record[key]
+        print(f"{label}: {'-' if value is None else f'{value:.3f}'}")
+    for rung, rho in record["spearman_rungs"].items():
+        print(f"rank correlation with the {rung} rung: {'-' if rho is None else f'{rho:.3f}'}")
+    print(f"wrote {out} and {picture}")
+    if args.api:
+        store(record, args.api, args.token)
+        print(f"stored in {args.api}/calibrations/{fidelity.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
