@@ -1,15 +1,20 @@
 """Evolution cycles, end to end.
 
-    python -m agent.pipeline                         # embedded: CPU, offline, smoke fidelity, 2 experiments
-    python -m agent.pipeline --experiments 10 --fidelity explore --api http://gpu-box:8000 --token $API_TOKEN
+    python -m agent.pipeline                         # embedded: CPU, offline, ladder synthetic,smoke, 2 experiments
+    python -m agent.pipeline --experiments 10 --ladder synthetic,explore,verify --api http://gpu-box:8000 \
+        --token $API_TOKEN
+    python -m agent.pipeline --fidelity smoke        # one rung only
     python -m agent.pipeline --resume                # continue the run in RUN_DIR
 
 With no `--api`, it starts the candidate API (with its embedded database) and one worker per role
-as child processes, all on this machine. If the pool has no baseline for the fidelity, it first
-checks, trains, evaluates and analyses the seed DeltaNet. Then it keeps `--parallel` research
-chains in flight until `--experiments` new experiments have a fitness (or three times as many
-were tried). It prints progress as stages finish, a results table at the end, and writes plots to
-`RUN_DIR/plots/`. Ctrl-C stops it: workers hand their jobs back and `--resume` goes on from there.
+as child processes, all on this machine. For each rung of the ladder without a baseline, it first
+checks, trains, evaluates and analyses the seed DeltaNet there, with the rung's seeds. Then it keeps
+`--parallel` research chains in flight on the first rung until `--experiments` new experiments have
+a fitness (or three times as many were tried), re-running an elite with fresh seeds before it
+parents more than `--reevaluate-after` children, and promotes the best of each rung to the next
+(see agent.ladder). It prints progress as stages finish, a results table with mean ± SE at the end,
+and writes plots to `RUN_DIR/plots/`. Ctrl-C stops it: workers hand their jobs back and `--resume`
+goes on from there.
 """
 
 from __future__ import annotations
@@ -25,9 +30,18 @@ from pathlib import Path
 
 from agent.cluster import LocalCluster
 from agent.cognition import ensure_cognition
-from agent.report import results_table, write_plots
+from agent.ladder import (
+    DEFAULT_LADDER,
+    calibration_warnings,
+    local_calibrations,
+    parse_ladder,
+    promote,
+    promotion_count,
+    select_for_promotion,
+)
+from agent.report import pm, results_table, write_plots
 from database.client import ApiClient
-from trainer.fidelity import parse_overrides
+from trainer.fidelity import FIDELITIES, parse_overrides
 
 log = logging.getLogger("pipeline")
 TERMINAL = {"succeeded", "failed"}
@@ -41,25 +55,36 @@ class RunState:
     """What this run submitted, saved in RUN_DIR/pipeline.json so that `--resume` can go on."""
 
     path: Path
-    fidelity: str = "smoke"
-    baseline_root: str | None = None
+    ladder: list[str] = field(default_factory=lambda: list(DEFAULT_LADDER))
+    baseline_roots: dict[str, str] = field(default_factory=dict)
     roots: list[str] = field(default_factory=list)
+    # Chains of promoted copies and of elite re-evaluations: (rung or "reevaluate", job id).
+    followups: list[list[str]] = field(default_factory=list)
+    reevaluated: list[int] = field(default_factory=list)
     # This session's chains are roots[session_start:]; it aims at `target` scored experiments.
     session_start: int = 0
     target: int = 0
 
+    @property
+    def fidelity(self) -> str:
+        return self.ladder[0]
+
     @classmethod
-    def load(cls, path: Path, fidelity: str) -> RunState:
+    def load(cls, path: Path, ladder: list[str]) -> RunState:
         if path.exists():
             data = json.loads(path.read_text())
-            return cls(path, **{k: v for k, v in data.items() if k != "path"})
-        return cls(path, fidelity)
+            if "fidelity" in data:  # a run directory written before ladders
+                data["ladder"] = [data.pop("fidelity")]
+                root = data.pop("baseline_root", None)
+                data["baseline_roots"] = {data["ladder"][0]: root} if root else {}
+            names = {f for f in cls.__dataclass_fields__ if f != "path"}
+            return cls(path, **{k: v for k, v in data.items() if k in names})
+        return cls(path, list(ladder))
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        fields = {"fidelity": self.fidelity, "baseline_root": self.baseline_root, "roots": self.roots,
-                  "session_start": self.session_start, "target": self.target}
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "path"}
         tmp.write_text(json.dumps(fields, indent=1))
         tmp.replace(self.path)
 
@@ -96,43 +121,97 @@ async def submit_chain(client: ApiClient, kind: str, experiment: int | None, pay
     return job["id"]
 
 
-async def ensure_baseline(client: ApiClient, state: RunState, follower: Follower, payload: dict) -> dict:
+async def wait_for(follower: Follower, roots: list[str]) -> None:
+    while True:
+        done = [(await follower.chain(root))[0] for root in roots]
+        if all(done):
+            return
+        await asyncio.sleep(1.0)
+
+
+async def ensure_baseline(client: ApiClient, state: RunState, follower: Follower, rung: str, payload: dict) -> dict:
     from trainer.layers import seed_program
 
-    baseline = await client.baseline(state.fidelity)
+    baseline = await client.baseline(rung)
     if baseline and baseline.get("status") == "analysed":
         return baseline
+    root = state.baseline_roots.get(rung)
     if baseline is None:
-        follower.say(f"no baseline at fidelity {state.fidelity!r}: checking, training and evaluating the seed")
+        follower.say(f"no baseline at fidelity {rung!r}: checking, training and evaluating the seed")
         seed = await client.create_experiment(
-            name=f"seed-deltanet-{state.fidelity}", program=seed_program(), origin="seed", is_baseline=True,
-            fidelity=state.fidelity, motivation="The seed DeltaNet: the baseline every candidate is measured against.",
+            name=f"seed-deltanet-{rung}", program=seed_program(), origin="seed", is_baseline=True, fidelity=rung,
+            motivation="The seed DeltaNet: the baseline every candidate is measured against.",
         )
-        state.baseline_root = await submit_chain(client, "engineer", seed["index"], payload)
+        root = state.baseline_roots[rung] = await submit_chain(client, "engineer", seed["index"],
+                                                               {**payload, "fidelity": rung})
         state.save()
-    elif state.baseline_root is None:
+    elif root is None:
         raise SystemExit(f"baseline #{baseline['index']} exists but is {baseline['status']!r} and this run did not "
                          "start it; wait for it or use another RUN_DIR")
-    while True:
-        finished, _ = await follower.chain(state.baseline_root)
-        if finished:
-            break
-        await asyncio.sleep(1.0)
-    baseline = await client.baseline(state.fidelity)
+    await wait_for(follower, [root])
+    baseline = await client.baseline(rung)
     if not baseline or baseline.get("status") != "analysed":
-        reason = (baseline or {}).get("failure")
-        raise SystemExit(f"the seed baseline did not complete: {reason}")
+        reason = ((baseline or {}).get("failure") or {}).get("reason", "no reason recorded")
+        raise SystemExit(f"the seed baseline at {rung!r} did not complete: {reason}")
     return baseline
 
 
-async def evolve(client: ApiClient, state: RunState, parallel: int, seed: int, extra: dict | None = None) -> list[dict]:
+async def reevaluate_elites(client: ApiClient, state: RunState, payload: dict, after: int) -> None:
+    """Re-train, with fresh seeds, each pool member about to parent more than `after` children."""
+    for entry in await client.candidates(k=10, fidelity=state.fidelity):
+        index = entry["index"]
+        if index in state.reevaluated or len(await client.children(index)) < after:
+            continue
+        experiment = await client.get_experiment(index)
+        if experiment.get("is_baseline"):
+            continue
+        seeds = [int(s) + 1000 for s in (experiment.get("train") or {}).get("seeds") or [payload.get("seed", 0)]]
+        root = await submit_chain(client, "train", index, {**payload, "seeds": seeds, "reevaluation": True})
+        state.reevaluated.append(index)
+        state.followups.append(["reevaluate", root])
+        state.save()
+
+
+async def climb(client: ApiClient, state: RunState, follower: Follower, payload: dict, scored: list[dict],
+                fraction: float, minimum: int) -> list[dict]:
+    """Promote the best of each rung to the next; returns every promoted copy, rung by rung."""
+    promoted_all, current = [], scored
+    for rung in state.ladder[1:]:
+        chosen = select_for_promotion(current, fraction, minimum)
+        if not chosen:
+            break
+        await ensure_baseline(client, state, follower, rung, payload)
+        roots = []
+        for experiment in chosen:
+            copy = await promote(client, experiment, rung)
+            follower.say(f"#{experiment['index']} promoted to {rung} as #{copy['index']}")
+            known = {root for kind, root in state.followups if kind == rung}
+            jobs = (await client.list_jobs(experiment=copy["index"], limit=10))["data"]
+            root = next((j["id"] for j in jobs if j["id"] in known), None)
+            if root is None:
+                root = await submit_chain(client, "engineer", copy["index"], {**payload, "fidelity": rung})
+                state.followups.append([rung, root])
+                state.save()
+            roots.append(root)
+        await wait_for(follower, roots)
+        current = [await client.get_experiment(c["index"]) for c in
+                   [await promote(client, e, rung) for e in chosen]]
+        promoted_all += current
+    return promoted_all
+
+
+async def evolve(client: ApiClient, state: RunState, options: argparse.Namespace,
+                 extra: dict | None = None) -> list[dict]:
     started = time.monotonic()
     follower = Follower(client, started)
-    payload = {"fidelity": state.fidelity, "seed": seed, **(extra or {})}
+    payload = {"fidelity": state.fidelity, "seed": options.seed, **(extra or {})}
     experiments = state.target
     await ensure_cognition(client)
-    baseline = await ensure_baseline(client, state, follower, payload)
-    follower.say(f"baseline #{baseline['index']}: val loss {baseline['train']['val_loss']:.4f}, "
+    calibrations = await client.calibrations()
+    for line in calibration_warnings(state.ladder, calibrations):
+        follower.say(f"warning: {line}")
+    baseline = await ensure_baseline(client, state, follower, state.fidelity, payload)
+    follower.say(f"baseline #{baseline['index']} at {state.fidelity}: val loss {pm(baseline['train'], 'val_loss')}, "
                  f"fitness {baseline['fitness']:.3f}")
     max_tries = 3 * experiments
     results: dict[str, int | None] = {}
@@ -148,26 +227,38 @@ async def evolve(client: ApiClient, state: RunState, parallel: int, seed: int, e
         tries = len(state.roots) - state.session_start
         if scored >= experiments or (tries >= max_tries and running == 0):
             break
-        while running < parallel and scored + running < experiments and tries < max_tries:
+        while running < options.parallel and scored + running < experiments and tries < max_tries:
+            await reevaluate_elites(client, state, payload, options.reevaluate_after)
             tries += 1
-            root = await submit_chain(client, "research", None, {**payload, "proposal_seed": seed + len(state.roots)})
+            root = await submit_chain(client, "research", None,
+                                      {**payload, "proposal_seed": options.seed + len(state.roots)})
             state.roots.append(root)
             state.save()
             running += 1
         await asyncio.sleep(1.0)
+    await wait_for(follower, [root for kind, root in state.followups if kind == "reevaluate"])
     follower.say(f"done: {scored} of {experiments} experiments scored after {tries} tries")
     indexes = [baseline["index"], *[i for i in results.values() if i is not None]]
-    return [await client.get_experiment(i) for i in indexes]
+    rows = [await client.get_experiment(i) for i in indexes]
+    promoted = await climb(client, state, follower, payload, rows, options.promote, options.promote_min)
+    baselines = [await client.baseline(rung) for rung in state.ladder[1:]]
+    return rows + [b for b in baselines if b] + promoted
+
+
+async def upload_calibrations(client: ApiClient, folder: Path) -> None:
+    """Calibrations that `agent.calibrate` wrote into the run directory reach the API the workers share."""
+    for record in local_calibrations(folder):
+        await client.put_calibration(record)
 
 
 async def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
-    state = RunState.load(run_dir / "pipeline.json", args.fidelity)
+    state = RunState.load(run_dir / "pipeline.json", args.ladder)
     if args.resume and not state.path.exists():
         raise SystemExit(f"nothing to resume: {state.path} does not exist")
     if not args.resume:
-        # A new session in the same run directory: reuse its database and baseline, add experiments.
-        state.fidelity, state.session_start, state.target = args.fidelity, len(state.roots), args.experiments
+        # A new session in the same run directory: reuse its database and baselines, add experiments.
+        state.ladder, state.session_start, state.target = args.ladder, len(state.roots), args.experiments
         state.save()
     cluster = None
     url, token = args.api, args.token
@@ -178,10 +269,11 @@ async def run(args: argparse.Namespace) -> int:
     wall = time.monotonic()
     try:
         async with ApiClient(url, token) as client:
+            await upload_calibrations(client, run_dir / "calibration")
             extra = {"lease_s": args.lease_s}
             if args.set:
                 extra["overrides"] = parse_overrides(args.set)
-            rows = await evolve(client, state, args.parallel, args.seed, extra)
+            rows = await evolve(client, state, args, extra)
             tree = await client.tree()
         print(results_table(rows))
         plots = write_plots(rows, tree, run_dir / "plots")
@@ -196,11 +288,19 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiments", type=int, default=2, help="new experiments to score (default 2)")
-    parser.add_argument("--fidelity", default="smoke", choices=["smoke", "explore", "verify"])
+    parser.add_argument("--ladder", default=",".join(DEFAULT_LADDER),
+                        help=f"rungs, cheapest first (default {','.join(DEFAULT_LADDER)}); one of "
+                             f"{sorted(FIDELITIES)} each")
+    parser.add_argument("--fidelity", default=None, help="a single rung: the same as --ladder NAME")
+    parser.add_argument("--promote", type=float, default=0.25,
+                        help="fraction of a rung's scored candidates promoted to the next rung (default 0.25)")
+    parser.add_argument("--promote-min", type=int, default=1, help="promote at least this many (default 1)")
+    parser.add_argument("--reevaluate-after", type=int, default=3,
+                        help="re-run an elite with fresh seeds once it has this many children (default 3)")
     parser.add_argument("--parallel", type=int, default=1, help="research chains in flight at once")
     parser.add_argument("--seed", type=int, default=0,
-                        help="training seed of every experiment, the baseline's too (common random numbers make "
-                             "their comparison fairer); research chains draw their own seeds from it")
+                        help="first training seed of every experiment, the baseline's too (common random numbers "
+                             "make their comparison fairer); research chains draw their own seeds from it")
     parser.add_argument("--run-dir", default=os.environ.get("RUN_DIR", "runs/default"))
     parser.add_argument("--api", default=None, help="URL of a deployed candidate API (default: start one here)")
     parser.add_argument("--token", default=os.environ.get("API_TOKEN"))
@@ -210,6 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-s", type=float, default=LEASE_S,
                         help="how long a silent worker holds a job before another takes it over")
     args = parser.parse_args(argv)
+    try:
+        args.ladder = parse_ladder(args.fidelity or args.ladder)
+        promotion_count(1, args.promote, args.promote_min)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.parallel < 1 or args.experiments < 0 or args.promote_min < 0 or args.reevaluate_after < 1:
+        parser.error("--parallel and --reevaluate-after must be at least 1; --experiments and --promote-min at "
+                     "least 0")
     logging.basicConfig(level=logging.WARNING)
     try:
         return asyncio.run(run(args))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-COLUMNS = ["index", "name", "parent", "val loss", "bench avg", "recall", "fitness", "status", "gpu s", "cpu s",
-           "llm tokens"]
+COLUMNS = ["index", "name", "rung", "parent", "val loss", "bench avg", "recall", "fitness", "beats", "status",
+           "gpu s", "cpu s", "llm tokens"]
 
 
 def _num(value, digits: int = 4) -> str:
@@ -20,13 +20,23 @@ def _num(value, digits: int = 4) -> str:
     return "-"
 
 
+def pm(record: dict | None, key: str, digits: int = 4) -> str:
+    """`mean ± SE` where the value is replicated over seeds (`<key>_stats`), else the bare value."""
+    record = record or {}
+    stats = record.get(f"{key}_stats")
+    if stats and stats.get("n", 0) > 1:
+        return f"{stats['mean']:.{digits}f} ± {stats['se']:.{digits}f}"
+    return _num(record.get(key), digits)
+
+
 def row(e: dict) -> list[str]:
     train, evaluation, costs = e.get("train") or {}, e.get("eval") or {}, e.get("costs") or {}
     status = e.get("status", "?")
     if status == "failed" and e.get("failure"):
         status = f"failed@{e['failure'].get('stage')}"
-    return [str(e["index"]), e["name"][:32], _num(e.get("parent")), _num(train.get("val_loss")),
-            _num(evaluation.get("average")), _num(evaluation.get("recall")), _num(e.get("fitness"), 3), status,
+    beats = "-" if e.get("is_baseline") or e.get("beats_baseline") is None else ("yes" if e["beats_baseline"] else "no")
+    return [str(e["index"]), e["name"][:32], e.get("fidelity", "-"), _num(e.get("parent")), pm(train, "val_loss"),
+            pm(evaluation, "average", 3), pm(evaluation, "recall", 3), _num(e.get("fitness"), 3), beats, status,
             _num(float(costs.get("gpu_seconds") or 0), 0), _num(float(costs.get("cpu_seconds") or 0), 0),
             _num(int(costs.get("llm_tokens") or 0))]
 
@@ -80,16 +90,15 @@ def write_plots(experiments: list[dict], tree: list[dict], out_dir: Path) -> lis
     written.append(_lineage_plot(tree, out_dir / "lineage.png", plt))
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    baseline_fitness = next((e["fitness"] for e in experiments if e.get("is_baseline")), 0.5) or 0.5
     compute, beaten, spent, count = [0.0], [0], 0.0, 0
     for e in sorted(experiments, key=lambda e: e["index"]):
         costs = e.get("costs") or {}
         spent += float(costs.get("gpu_seconds") or 0) + float(costs.get("cpu_seconds") or 0)
-        count += int(not e.get("is_baseline") and (e.get("fitness") or 0) > baseline_fitness)
+        count += int(bool(e.get("beats_baseline")))
         compute.append(spent / 3600)
         beaten.append(count)
     ax.step(compute, beaten, where="post", marker="o", markersize=3)
-    ax.set(xlabel="compute spent (GPU + CPU hours)", ylabel="experiments beating the baseline",
+    ax.set(xlabel="compute spent (GPU + CPU hours)", ylabel="experiments beating the baseline by > 2 SE",
            title=f"Discovery curve: {count} of {sum(not e.get('is_baseline') for e in experiments)} experiments "
                  "beat the baseline",
            ylim=(-0.1, max(1, count) * 1.1))

@@ -92,11 +92,11 @@ class ApiClient:
     async def create_experiment(
         self, *, name: str, program: str, motivation: str = "", parent: int | None = None,
         references: list[int] | None = None, fidelity: str = "smoke", origin: str = "llm",
-        is_baseline: bool = False, source_job: str | None = None,
+        is_baseline: bool = False, source_job: str | None = None, promoted_from: int | None = None,
     ) -> dict:
         body = {"name": name, "program": program, "motivation": motivation, "parent": parent,
                 "references": list(references or []), "fidelity": fidelity, "origin": origin,
-                "is_baseline": is_baseline, "source_job": source_job}
+                "is_baseline": is_baseline, "source_job": source_job, "promoted_from": promoted_from}
         return await self.request("POST", "/experiments", json=body)
 
     async def get_experiment(self, index: int) -> dict:

@@ -22,6 +22,7 @@ class Origin(StrEnum):
     offline = "offline"
     llm = "llm"
     imported = "import"
+    promoted = "promoted"  # a candidate's copy at the next rung of the ladder
 
 
 class ExperimentStatus(StrEnum):
@@ -62,6 +63,7 @@ class ExperimentCreate(Strict):
     origin: Origin = Origin.llm
     is_baseline: bool = False
     source_job: str | None = None
+    promoted_from: int | None = Field(default=None, ge=1)
 
 
 class Costs(Strict):
@@ -93,6 +95,8 @@ class ExperimentUpdate(Strict):
     analysis: dict[str, Any] | None = None
     failure: Failure | None = None
     attempts: list[dict[str, Any]] | None = None
+    # Earlier results replaced by a re-evaluation with fresh seeds, kept for the record.
+    history: list[dict[str, Any]] | None = None
     costs: Costs | None = None
 
 

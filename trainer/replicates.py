@@ -3,8 +3,9 @@
     runs = train_seeds(program, fidelity, seeds=[0, 1, 2], device="cpu", cache=..., workdir=...)
     record = merge_runs(runs)       # val_loss is the mean; val_loss_stats has mean, se and per-seed values
 
-Seeds run side by side when cores allow, each child with its share of the cores (a small model
-trains faster on one thread than on two it must share), so three seeds cost about what two do.
+Seeds run side by side, up to two per core, each child with its share of the cores (a small model
+trains faster on one thread than on two it must share), so that three seeds on two cores cost
+about one and a half runs, not two.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def plan(seeds: int, cores: int | None = None, device: str = "cpu") -> tuple[int
     cores = cores or available_cores()
     if device.startswith("cuda"):
         return 1, cores
-    side_by_side = max(1, min(seeds, cores))
+    # Up to two single-threaded runs per core: the last seed then does not run alone on an idle core.
+    side_by_side = max(1, min(seeds, 2 * cores))
     return side_by_side, max(1, cores // side_by_side)
 
 
@@ -52,6 +54,7 @@ def sandboxed_training(program: str, fidelity, overrides: dict, *, seed: int, de
     The data must be prepared in CACHE already (the child may only read it). Returns the `SandboxResult`.
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    (cache / "compile").mkdir(parents=True, exist_ok=True)  # the child may write compiled kernels there, only
     (workdir / "program.py").write_text(program)
     settings = [f"{k}={v}" for k, v in overrides.items()]
     argv = [sys.executable, "-m", "trainer.train", "--program", "program.py", "--fidelity", fidelity.name,

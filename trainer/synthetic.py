@@ -8,7 +8,7 @@ loss on a small corpus does not (it rewards local statistics first).
 Every sequence starts with its task's token, so one model learns all tasks at once from a mixed
 batch. Only answer positions carry labels (-100 elsewhere), and an answer is always a token that
 the prefix determines. Recall tasks train on a spread of difficulties (2 to 16 pairs, 8 queries at most), which gives
-every layer a gradient to start from, and are scored at fixed ones (8 and 16 pairs). Accuracy is the fraction of
+every layer a gradient to start from, and are scored at fixed ones (4, 8 and 16 pairs). Accuracy is the fraction of
 answer tokens predicted exactly (greedy), so a constant guess scores chance: 1/64 for a value.
 
     tasks = SyntheticTasks(seq_len=64)
@@ -115,6 +115,7 @@ def _train_noisy(rng: torch.Generator) -> tuple[list[int], list[int]]:
 def scored_tasks() -> list[Task]:
     table = memo_map()
     return [
+        Task("mqar_4", lambda rng: mqar(rng, 4), True),
         Task("mqar_8", lambda rng: mqar(rng, 8), True),
         Task("mqar_16", lambda rng: mqar(rng, 16), True),
         Task("noisy_recall", lambda rng: mqar(rng, 8, noise=16), True),

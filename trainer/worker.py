@@ -99,7 +99,12 @@ async def handle_train(job: dict, client) -> dict | Outcome:
         checkpoints.append(str(home / f"seed-{seed}"))
     train = merge_runs(results)
     train.update(checkpoint=checkpoints[0], checkpoints=checkpoints)
-    await client.update_experiment(index, train=train, status="trained", costs=costs)
+    extra = {}
+    if payload.get("reevaluation") and experiment.get("train"):
+        # Fresh seeds replace the scores that made this experiment an elite; the old ones stay on record.
+        old = {key: experiment.get(key) for key in ("train", "eval", "fitness", "fitness_parts", "evidence")}
+        extra["history"] = [*(experiment.get("history") or []), old]
+    await client.update_experiment(index, train=train, status="trained", costs=costs, **extra)
     shutil.rmtree(workdir, ignore_errors=True)
     return {"experiment": index, "val_loss": train["val_loss"], "seeds": train["seeds"],
             "tokens_per_s": train["tokens_per_s"]}

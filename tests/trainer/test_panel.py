@@ -3,7 +3,8 @@
 Each member must honour the layer contract as the seed does: it loads, trains inside the LM shell
 with finite gradients, is causal and independent across the batch, treats an all-ones mask as no
 mask and left padding as absent, passes the engineer's dynamic checks, and holds about as many
-parameters as the seed DeltaNet (MAD compares layers at equal parameter count).
+parameters as the seed DeltaNet (MAD compares layers at equal parameter count). The chunked forms of
+linear attention, RetNet and GLA are checked against their token-by-token recurrence.
 """
 
 from __future__ import annotations
@@ -20,18 +21,24 @@ from trainer.layers import load_layer_class, route_fla, seed_program
 from trainer.model import LM, LMConfig
 
 PANEL = Path(layers.__file__).with_name("panel")
-MEMBERS = sorted(path.stem for path in PANEL.glob("*.py"))
+# The programs; the package's own modules (`__init__.py`) are not layers.
+MEMBERS = sorted(path.stem for path in PANEL.glob("*.py") if not path.name.startswith("_"))
 # Relative change (to the largest output) that counts as a difference; float32 rounding stays far below.
 RTOL = 1e-5
 
 
 @pytest.fixture(scope="module", autouse=True)
 def cpu_fla():
-    """The CPU stand-ins for fla, and `sys.modules`' fla entries put back as they were afterwards."""
+    """The CPU stand-ins for fla on one thread; `sys.modules`' fla entries and the threads put back afterwards.
+
+    One thread: these tensors are tiny, and on a busy machine a second thread's wait costs 100x the work.
+    """
     saved = {name: module for name, module in sys.modules.items() if name == "fla" or name.startswith("fla.")}
-    routed = layers._routed
+    routed, threads = layers._routed, torch.get_num_threads()
     route_fla(use_kernels=False)
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)
     for name in [n for n in sys.modules if n == "fla" or n.startswith("fla.")]:
         del sys.modules[name]
     sys.modules.update(saved)
@@ -123,6 +130,34 @@ def test_all_ones_mask_is_no_mask_and_left_padding_is_absent(member):
     alone = layer(x[:1, 9:])[0]
     assert differs(padded[0, 9:], alone[0], alone) <= RTOL, "left padding changes the real tokens' outputs"
     assert differs(padded[1], plain[1], plain) <= RTOL
+
+
+def recurrence(q, k, v, log_decay):
+    """The definition, token by token: S_t = diag(exp(log_decay_t)) S_{t-1} + k_t v_t^T, o_t = S_t^T q_t."""
+    state = q.new_zeros(*q.shape[:2], q.shape[-1], v.shape[-1])
+    out = []
+    for t in range(q.shape[2]):
+        state = state * log_decay[:, :, t, :, None].exp() + k[:, :, t, :, None] * v[:, :, t, None, :]
+        out.append((q[:, :, t, :, None] * state).sum(-2))
+    return torch.stack(out, dim=2)
+
+
+@pytest.mark.parametrize("member", ["linear_attention", "retnet", "gla"])
+def test_chunked_forms_compute_the_recurrence(member):
+    layer_class(member)
+    module = sys.modules[f"layer_program_panel_{member}"]
+    generator = torch.Generator().manual_seed(3)
+    # 150 positions: several chunks of 8 and of 64, and a partial last chunk.
+    q, k, v = (torch.randn(2, 3, 150, 8, generator=generator, dtype=torch.float64) for _ in range(3))
+    if member == "linear_attention":
+        o, log_decay = module.chunked_linear_attention(q, k, v), torch.zeros_like(q)
+    elif member == "retnet":
+        log_gamma = torch.log1p(-(2.0 ** (-5 - torch.arange(3, dtype=torch.float64))))
+        o, log_decay = module.chunked_retention(q, k, v, log_gamma), log_gamma[:, None, None].expand_as(q)
+    else:
+        log_decay = torch.nn.functional.logsigmoid(3 * torch.randn(q.shape, generator=generator, dtype=q.dtype))
+        o = module.chunked_gla(q, k, v, log_decay)
+    torch.testing.assert_close(o, recurrence(q, k, v, log_decay), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("member", MEMBERS)
