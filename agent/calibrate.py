@@ -23,9 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+from database.fitness import benchmark_score
 from database.stats import mean_se, spearman
 from trainer.fidelity import FIDELITIES, get_fidelity, parse_overrides
-from trainer.panel import PANEL, expected_tier, panel_programs
+from trainer.panel import expected_tier, panel_programs
 
 # A rung whose ranking correlates less than this with the expected order has not earned its place.
 EARNED_SPEARMAN = 0.5
@@ -66,17 +67,19 @@ def calibrate_program(name: str, path: Path, fidelity, overrides: dict, seeds: l
     failure = first_failure(runs)
     if failure is not None:
         return {"status": "failed", "reason": f"seed {failure[0]}: {failure[1]}", "seconds": time.monotonic() - started}
-    scores, tasks = [], {}
+    scores, tasks, per_seed = [], {}, []
     for seed, sandbox in runs:
         result = sandbox.result
         evaluation = evaluate_candidate(workdir / name / f"seed-{seed}" / "checkpoint", fidelity.eval_tier,
                                         limit=None, cache_dir=default_cache_dir(), device="cpu")
         scores.append(score_of(fidelity.name, evaluation, result.get("val_loss")))
+        per_seed.append({"seed": seed, "val_loss": result.get("val_loss"), "benchmark": benchmark_score(evaluation),
+                         "threads": result.get("threads")})
         tasks.setdefault("val_loss", []).append(result.get("val_loss"))
         for task, value in (evaluation.get("tasks") or {}).items():
             tasks.setdefault(task, []).append(value.get("value"))
     return {"status": "ok", "tier": expected_tier(name), "score": mean_se(scores),
-            "tasks": {task: mean_se(values) for task, values in tasks.items()},
+            "tasks": {task: mean_se(values) for task, values in tasks.items()}, "per_seed": per_seed,
             "seconds": time.monotonic() - started}
 
 

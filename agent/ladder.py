@@ -35,6 +35,20 @@ def parse_ladder(text: str) -> list[str]:
     return rungs
 
 
+def rung_overrides(overrides: dict, rungs: list[str]) -> dict[str, dict]:
+    """Split `--set` pairs: `steps=100` holds on every rung, `smoke.steps=100` on that rung alone."""
+    split: dict[str, dict] = {rung: {} for rung in rungs}
+    for key, value in overrides.items():
+        rung, _, field = key.rpartition(".")
+        if rung and rung not in split:
+            raise ValueError(f"--set {key}={value}: {rung!r} is not a rung of the ladder {rungs}")
+        for target in [rung] if rung else rungs:
+            split[target][field] = value
+    for rung, fields in split.items():
+        FIDELITIES[rung].with_overrides(fields)  # a bad field or value fails here, not in a worker
+    return split
+
+
 def promotion_count(candidates: int, fraction: float, minimum: int) -> int:
     if not 0 < fraction <= 1:
         raise ValueError(f"--promote {fraction}: a fraction in (0, 1]")

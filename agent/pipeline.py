@@ -37,9 +37,11 @@ from agent.ladder import (
     parse_ladder,
     promote,
     promotion_count,
+    rung_overrides,
+    rung_weight,
     select_for_promotion,
 )
-from agent.report import pm, results_table, write_plots
+from agent.report import pm, results_table, standings, write_plots
 from database.client import ApiClient
 from trainer.fidelity import FIDELITIES, parse_overrides
 
@@ -142,8 +144,7 @@ async def ensure_baseline(client: ApiClient, state: RunState, follower: Follower
             name=f"seed-deltanet-{rung}", program=seed_program(), origin="seed", is_baseline=True, fidelity=rung,
             motivation="The seed DeltaNet: the baseline every candidate is measured against.",
         )
-        root = state.baseline_roots[rung] = await submit_chain(client, "engineer", seed["index"],
-                                                               {**payload, "fidelity": rung})
+        root = state.baseline_roots[rung] = await submit_chain(client, "engineer", seed["index"], payload)
         state.save()
     elif root is None:
         raise SystemExit(f"baseline #{baseline['index']} exists but is {baseline['status']!r} and this run did not "
@@ -172,15 +173,15 @@ async def reevaluate_elites(client: ApiClient, state: RunState, payload: dict, a
         state.save()
 
 
-async def climb(client: ApiClient, state: RunState, follower: Follower, payload: dict, scored: list[dict],
-                fraction: float, minimum: int) -> list[dict]:
+async def climb(client: ApiClient, state: RunState, follower: Follower, payloads: dict[str, dict],
+                scored: list[dict], fraction: float, minimum: int) -> list[dict]:
     """Promote the best of each rung to the next; returns every promoted copy, rung by rung."""
     promoted_all, current = [], scored
     for rung in state.ladder[1:]:
         chosen = select_for_promotion(current, fraction, minimum)
         if not chosen:
             break
-        await ensure_baseline(client, state, follower, rung, payload)
+        await ensure_baseline(client, state, follower, rung, payloads[rung])
         roots = []
         for experiment in chosen:
             copy = await promote(client, experiment, rung)
@@ -189,7 +190,7 @@ async def climb(client: ApiClient, state: RunState, follower: Follower, payload:
             jobs = (await client.list_jobs(experiment=copy["index"], limit=10))["data"]
             root = next((j["id"] for j in jobs if j["id"] in known), None)
             if root is None:
-                root = await submit_chain(client, "engineer", copy["index"], {**payload, "fidelity": rung})
+                root = await submit_chain(client, "engineer", copy["index"], payloads[rung])
                 state.followups.append([rung, root])
                 state.save()
             roots.append(root)
@@ -201,10 +202,10 @@ async def climb(client: ApiClient, state: RunState, follower: Follower, payload:
 
 
 async def evolve(client: ApiClient, state: RunState, options: argparse.Namespace,
-                 extra: dict | None = None) -> list[dict]:
+                 payloads: dict[str, dict]) -> list[dict]:
     started = time.monotonic()
     follower = Follower(client, started)
-    payload = {"fidelity": state.fidelity, "seed": options.seed, **(extra or {})}
+    payload = payloads[state.fidelity]
     experiments = state.target
     await ensure_cognition(client)
     calibrations = await client.calibrations()
@@ -240,7 +241,7 @@ async def evolve(client: ApiClient, state: RunState, options: argparse.Namespace
     follower.say(f"done: {scored} of {experiments} experiments scored after {tries} tries")
     indexes = [baseline["index"], *[i for i in results.values() if i is not None]]
     rows = [await client.get_experiment(i) for i in indexes]
-    promoted = await climb(client, state, follower, payload, rows, options.promote, options.promote_min)
+    promoted = await climb(client, state, follower, payloads, rows, options.promote, options.promote_min)
     baselines = [await client.baseline(rung) for rung in state.ladder[1:]]
     return rows + [b for b in baselines if b] + promoted
 
@@ -270,12 +271,16 @@ async def run(args: argparse.Namespace) -> int:
     try:
         async with ApiClient(url, token) as client:
             await upload_calibrations(client, run_dir / "calibration")
-            extra = {"lease_s": args.lease_s}
-            if args.set:
-                extra["overrides"] = parse_overrides(args.set)
-            rows = await evolve(client, state, args, extra)
+            payloads = {rung: {"fidelity": rung, "seed": args.seed, "lease_s": args.lease_s,
+                               **({"overrides": args.overrides[rung]} if args.overrides[rung] else {})}
+                        for rung in state.ladder}
+            rows = await evolve(client, state, args, payloads)
             tree = await client.tree()
+            calibrations = await client.calibrations()
         print(results_table(rows))
+        ranked = standings(rows, {rung: rung_weight(calibrations.get(rung)) for rung in state.ladder})
+        if ranked:
+            print(ranked)
         plots = write_plots(rows, tree, run_dir / "plots")
         print(f"plots: {', '.join(str(p) for p in plots)}")
         print(f"wall time {time.monotonic() - wall:.0f}s; run directory {run_dir}")
@@ -306,13 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default=os.environ.get("API_TOKEN"))
     parser.add_argument("--resume", action="store_true", help="continue the run recorded in RUN_DIR")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override fidelity fields for every experiment, e.g. --set steps=100")
+                        help="override fidelity fields: steps=100 on every rung, smoke.steps=100 on one")
     parser.add_argument("--lease-s", type=float, default=LEASE_S,
                         help="how long a silent worker holds a job before another takes it over")
     args = parser.parse_args(argv)
     try:
         args.ladder = parse_ladder(args.fidelity or args.ladder)
         promotion_count(1, args.promote, args.promote_min)
+        args.overrides = rung_overrides(parse_overrides(args.set), args.ladder)
     except ValueError as err:
         parser.error(str(err))
     if args.parallel < 1 or args.experiments < 0 or args.promote_min < 0 or args.reevaluate_after < 1:

@@ -51,6 +51,25 @@ def results_table(experiments: list[dict]) -> str:
     return "\n".join(lines + (["failures:", *failures] if failures else []))
 
 
+def standings(experiments: list[dict], weights: dict[str, float]) -> str:
+    """One line per candidate that reached a second rung: its fitness per rung and its weighted standing."""
+    from agent.ladder import ladder_fitness
+
+    by_index = {e["index"]: e for e in experiments}
+    lines = []
+    for e in experiments:
+        if e.get("origin") != "promoted" or e.get("promoted_from") not in by_index:
+            continue
+        chain = [e]
+        while chain[-1].get("promoted_from") in by_index:
+            chain.append(by_index[chain[-1]["promoted_from"]])
+        by_rung = {step["fidelity"]: step.get("fitness") for step in reversed(chain)}
+        standing = ladder_fitness(by_rung, weights)
+        rungs = ", ".join(f"{rung} {_num(f, 3)} (weight {weights.get(rung, 1.0):.2f})" for rung, f in by_rung.items())
+        lines.append(f"  {chain[-1]['name'][:40]}: {rungs} -> standing {_num(standing, 3)}")
+    return "\n".join(["ladder standing (rung weights from calibration):", *lines]) if lines else ""
+
+
 def _curve(e: dict) -> tuple[list[float], list[float]]:
     points = [(s, v) for s, v in (e.get("train") or {}).get("loss_curve") or [] if v is not None]
     return [p[0] for p in points], [p[1] for p in points]

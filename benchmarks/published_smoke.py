@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trainer.fidelity import get_fidelity, parse_overrides  # noqa: E402
-from trainer.train import load_data  # noqa: E402
 from trainer.replicates import sandboxed_training  # noqa: E402
+from trainer.train import load_data  # noqa: E402
 
 DEFAULT_PATH = ROOT.parent / "shared" / "asi-arch" / "architectures_106.json"
 SAMPLE_SEED, SAMPLE_SIZE = 0, 20

@@ -16,7 +16,7 @@ import pytest
 from agent.cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["steps=40", "eval_batches=2", "eval_every=20"]
+FAST = ["steps=40", "eval_batches=2", "eval_every=20", "replicates=1"]
 
 
 def running_train_job(cluster: LocalCluster) -> dict | None:
@@ -30,7 +30,7 @@ def test_pipeline_survives_a_sigkilled_trainer(tmp_path):
     try:
         pipeline = subprocess.Popen(
             [sys.executable, "-m", "agent.pipeline", "--api", cluster.url, "--token", cluster.token,
-             "--experiments", "3", "--run-dir", str(tmp_path / "run"), "--lease-s", "6", "--set", *FAST],
+             "--experiments", "3", "--run-dir", str(tmp_path / "run"), "--lease-s", "6", "--fidelity", "smoke", "--set", *FAST],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         # Kill the trainer once it is training (the baseline's run is the first chance).
         deadline = time.monotonic() + 600

@@ -27,7 +27,7 @@ import pytest
 from trainer.layers import seed_program
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["steps=40", "eval_batches=2", "eval_every=20"]
+FAST = ["steps=40", "eval_batches=2", "eval_every=20", "replicates=1"]
 OUTPUT_LINE = '        o = self.o_proj(rearrange(o, "b t h d -> b t (h d)"))\n'
 PROJECTION_LINE = "        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)\n"
 
@@ -79,7 +79,7 @@ def test_a_scripted_run_rejects_one_candidate_and_repairs_another(tmp_path, star
     env = {**os.environ, "LLM_PROVIDER": "scripted", "LLM_SCRIPT": str(script_file), "ENGINEER_MAX_REPAIRS": "1",
            "RUN_DIR": str(run_dir)}
     done = subprocess.run([sys.executable, "-m", "agent.pipeline", "--experiments", "1", "--run-dir", str(run_dir),
-                           "--set", *FAST], cwd=ROOT, env=env, capture_output=True, text=True, timeout=840)
+                           "--fidelity", "smoke", "--set", *FAST], cwd=ROOT, env=env, capture_output=True, text=True, timeout=840)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
 
@@ -105,7 +105,7 @@ def test_a_scripted_run_rejects_one_candidate_and_repairs_another(tmp_path, star
     assert "nn.Linear(hidden_size, hidden_size, bias=False)" in repaired["program"]
     assert repaired["status"] == "analysed" and repaired["check"]["ok"]
     assert repaired["train"]["val_loss"] < repaired["train"]["val_loss_start"]
-    assert repaired["train"]["seed"] == baseline["train"]["seed"]  # the same data order as the baseline's
+    assert repaired["train"]["seeds"] == baseline["train"]["seeds"]  # the same data order as the baseline's
     assert repaired["eval"]["tasks"] and repaired["eval"]["recall"] is not None
     assert repaired["analysis"]["judge_score"] == 0.75
     assert repaired["analysis"]["summary"] == "The output gate trains like the seed."

@@ -51,3 +51,42 @@ def test_nan_or_missing_results_give_no_fitness():
 def test_judge_score_out_of_range_is_refused():
     with pytest.raises(ValueError, match="judge_score"):
         fitness_parts(exp(3.0, 0.4), exp(3.0, 0.4), 1.5, S)
+
+
+def replicated(losses, scores):
+    """An experiment with per-seed validation losses and benchmark scores."""
+    from database.stats import mean_se
+
+    loss, bench = mean_se(losses), mean_se(scores)
+    return {"train": {"val_loss": loss["mean"], "val_loss_stats": loss},
+            "eval": {"average": bench["mean"], "recall": bench["mean"], "benchmark_stats": bench}}
+
+
+def test_a_difference_within_its_standard_error_counts_as_parity():
+    from database.fitness import beats_baseline, evidence
+
+    baseline = replicated([3.00, 3.02, 2.98], [0.40, 0.42, 0.38])
+    noisy_twin = replicated([2.99, 3.01, 2.97], [0.41, 0.43, 0.39])  # better by less than one SE
+    parts = fitness_parts(noisy_twin, baseline, None, S)
+    assert parts["loss"] == pytest.approx(0.5) and parts["benchmark"] == pytest.approx(0.5)
+    assert not beats_baseline(evidence(noisy_twin, baseline), S)
+    # With the rule off, the same raw difference moves fitness.
+    raw = FitnessSettings(noise_se=0)
+    assert fitness_parts(noisy_twin, baseline, None, raw)["loss"] > 0.5
+
+
+def test_a_difference_beyond_two_standard_errors_beats_the_baseline_and_counts_only_beyond_one():
+    from database.fitness import beats_baseline, evidence
+
+    baseline = replicated([3.00, 3.02, 2.98], [0.40, 0.42, 0.38])
+    better = replicated([2.90, 2.92, 2.88], [0.40, 0.42, 0.38])
+    found = evidence(better, baseline)
+    assert found["loss"]["difference"] == pytest.approx(0.1)
+    assert found["loss"]["z"] > 2 and found["benchmark"]["difference"] == pytest.approx(0)
+    assert beats_baseline(found, S)
+    shrunk = (0.1 - found["loss"]["se"]) / 3.0
+    assert fitness_parts(better, baseline, None, S)["loss"] == pytest.approx(squash(shrunk, S))
+    # Better on loss but worse by more than 2 SE on the benchmarks: no claim.
+    mixed = replicated([2.90, 2.92, 2.88], [0.30, 0.31, 0.29])
+    assert not beats_baseline(evidence(mixed, baseline), S)
+    assert not beats_baseline(evidence(baseline, baseline), S)

@@ -56,3 +56,29 @@ def test_unknown_fidelity_is_the_candidates_fault():
     with pytest.raises(worker.CandidateError, match="tier"):
         worker.tier_of({"payload": {"fidelity": "galactic"}}, {})
     assert worker.tier_of({"payload": {}}, {"fidelity": "explore"}) == "explore"
+
+
+async def test_synthetic_checkpoints_of_every_seed_are_scored_and_merged(api_client, tmp_path):
+    from trainer.fidelity import get_fidelity
+    from trainer.layers import seed_program
+    from trainer.train import train
+
+    fidelity = get_fidelity("synthetic", {"steps": 4, "warmup_steps": 2, "eval_batches": 1})
+    checkpoints = []
+    for seed in (0, 1):
+        result = train(seed_program(), fidelity, tmp_path / f"seed-{seed}", seed=seed, progress=False,
+                       cache_dir=tmp_path / "cache")
+        assert result["status"] == "ok" and set(result["tasks"]) >= {"mqar_8", "compression", "memorization"}
+        checkpoints.append(result["checkpoint"])
+    experiment = await api_client.create_experiment(name="seed", program=seed_program(), fidelity="synthetic")
+    await api_client.update_experiment(experiment["index"], status="trained",
+                                       train={"val_loss": 5.0, "checkpoint": checkpoints[0], "checkpoints": checkpoints})
+    job = await leased_job(api_client, experiment, {"fidelity": "synthetic"})
+    assert await run_one(api_client, job, worker.handle_evaluate, "evaluator-test") == "succeeded"
+
+    scores = (await api_client.get_experiment(experiment["index"]))["eval"]
+    assert scores["seeds"] == 2 and scores["tier"] == "synthetic"
+    mqar = scores["tasks"]["mqar_8"]
+    assert mqar["stats"]["n"] == 2 and mqar["value"] == pytest.approx(mqar["stats"]["mean"])
+    assert scores["average_stats"]["n"] == 2 and scores["benchmark_stats"]["n"] == 2
+    assert 0.0 <= scores["average"] <= 1.0 and scores["perplexity"] is None

@@ -60,7 +60,7 @@ def data_cache(tmp_path_factory, corpus) -> Path:
 def tiny_overrides(corpus) -> dict:
     """Smoke fidelity shrunk to a few seconds of CPU: the corpus above, short sequences, few steps."""
     return {"dataset": str(corpus), "vocab_size": 512, "seq_len": 64, "batch_size": 8, "micro_batch_size": 8,
-            "steps": 60, "warmup_steps": 5, "eval_every": 30, "eval_batches": 2, "log_every": 5}
+            "steps": 60, "warmup_steps": 5, "eval_every": 30, "eval_batches": 2, "log_every": 5, "replicates": 1}
 
 
 @pytest.fixture(scope="session")

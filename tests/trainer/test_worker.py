@@ -31,8 +31,9 @@ async def test_a_hostile_program_fails_and_the_next_one_trains(api_client, progr
 
     trained = await api_client.get_experiment(good["index"])
     assert trained["status"] == "trained"
-    checkpoint = run_dir / "checkpoints" / str(good["index"])
+    checkpoint = run_dir / "checkpoints" / str(good["index"]) / "seed-0"
     assert Path(trained["train"]["checkpoint"]) == checkpoint.resolve()
+    assert trained["train"]["checkpoints"] == [str(checkpoint.resolve())]
     assert load_checkpoint(checkpoint).config["program_sha256"]
     assert trained["train"]["steps_done"] == 10 and trained["train"]["val_loss"] < trained["train"]["val_loss_start"]
     assert trained["costs"]["cpu_seconds"] > 0
@@ -61,3 +62,24 @@ async def test_a_crash_with_repairs_left_goes_back_to_the_engineer(api_client, p
     assert repair["error"].startswith("RuntimeError: deliberate crash in forward\n")
     assert "Traceback (most recent call last)" in repair["error"] and "in forward" in repair["error"]
     assert (await api_client.get_experiment(experiment["index"]))["status"] != "failed"
+
+
+async def test_every_seed_trains_in_its_own_sandbox_and_the_record_keeps_mean_and_se(api_client, tiny_overrides,
+                                                                                     tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("RUN_DIR", str(run_dir))
+    experiment = await api_client.create_experiment(name="seed", program=seed_program())
+    overrides = {**tiny_overrides, "steps": 8, "replicates": 2}
+    job = await api_client.create_job(kind="train", experiment=experiment["index"],
+                                      payload={"fidelity": "smoke", "overrides": overrides, "seed": 5})
+
+    result = await handle_train(job, api_client)
+
+    train = (await api_client.get_experiment(experiment["index"]))["train"]
+    assert result["seeds"] == train["seeds"] == [5, 6]
+    stats = train["val_loss_stats"]
+    assert stats["n"] == 2 and len(stats["per_seed"]) == 2 and stats["per_seed"][0] != stats["per_seed"][1]
+    assert train["val_loss"] == stats["mean"] and stats["se"] > 0
+    home = run_dir / "checkpoints" / str(experiment["index"])
+    assert train["checkpoints"] == [str((home / "seed-5").resolve()), str((home / "seed-6").resolve())]
+    assert [load_checkpoint(home / s).config["seed"] for s in ("seed-5", "seed-6")] == [5, 6]
