@@ -21,12 +21,14 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from database.fitness import benchmark_score
 from database.stats import mean_se, spearman
 from trainer.fidelity import FIDELITIES, get_fidelity, parse_overrides
 from trainer.panel import expected_tier, panel_programs
+from trainer.replicates import available_cores
 
 # A rung whose ranking correlates less than this with the expected order has not earned its place.
 EARNED_SPEARMAN = 0.5
@@ -55,7 +57,7 @@ def score_of(fidelity_name: str, evaluation: dict | None, val_loss: float | None
 
 
 def calibrate_program(name: str, path: Path, fidelity, overrides: dict, seeds: list[int], workdir: Path,
-                      cache: Path) -> dict:
+                      cache: Path, cores: int | None = None) -> dict:
     """Train and evaluate one program with every seed; its record for the calibration file."""
     from evaluator.evaluate import default_cache_dir
     from evaluator.worker import evaluate_candidate
@@ -63,7 +65,7 @@ def calibrate_program(name: str, path: Path, fidelity, overrides: dict, seeds: l
 
     started = time.monotonic()
     runs = train_seeds(path.read_text(), fidelity, overrides, seeds=seeds, device="cpu", cache=cache,
-                       workdir=workdir / name)
+                       workdir=workdir / name, cores=cores)
     failure = first_failure(runs)
     if failure is not None:
         return {"status": "failed", "reason": f"seed {failure[0]}: {failure[1]}", "seconds": time.monotonic() - started}
@@ -201,10 +203,19 @@ def main(argv: list[str] | None = None) -> int:
     load_data(fidelity, cache)  # tokenise once, outside the sandboxes
     print(f"calibrating {fidelity.name}: {len(programs)} programs x {len(seeds)} seeds", flush=True)
     record = {"fidelity": fidelity.name, "seeds": len(seeds), "overrides": overrides, "programs": {}}
-    for name, path in programs.items():
-        record["programs"][name] = result = calibrate_program(name, path, fidelity, overrides, seeds, work, cache)
-        print(f"  {name:<18} {_pm(result.get('score'))}  ({result['seconds']:.0f} s)"
-              + (f"  {result['reason']}" if result["status"] != "ok" else ""), flush=True)
+    # With fewer seeds than cores, several programs train at once: the cores stay busy either way.
+    side_by_side = max(1, available_cores() // len(seeds))
+    cores = max(1, available_cores() // side_by_side)
+    done = {}
+    with ThreadPoolExecutor(max_workers=side_by_side) as pool:
+        futures = {pool.submit(calibrate_program, name, path, fidelity, overrides, seeds, work, cache, cores): name
+                   for name, path in programs.items()}
+        for future in as_completed(futures):
+            name, result = futures[future], future.result()
+            done[name] = result
+            print(f"  {name:<18} {_pm(result.get('score'))}  ({result['seconds']:.0f} s)"
+                  + (f"  {result['reason']}" if result["status"] != "ok" else ""), flush=True)
+    record["programs"] = {name: done[name] for name in programs}
     record.update(rank_statistics(record["programs"], len(seeds)))
     record["spearman_rungs"] = cross_rung(record, out.parent)
     record["earned"] = (record["spearman_expected"] or 0) >= EARNED_SPEARMAN

@@ -1,8 +1,9 @@
-"""What a run shows a researcher: a results table and four plots.
+"""What a run shows a researcher: a results table and five plots.
 
 Plots (PNG, in `RUN_DIR/plots/`): loss curves of each new experiment beside its parent's, fitness
-over experiments, the lineage tree coloured by fitness, and the discovery curve (experiments that
-beat the baseline against compute spent).
+over experiments, benchmark scores as mean ± SE over seeds against the baseline's band (per rung),
+the lineage tree coloured by fitness with each node's rung, and the discovery curve (experiments that
+beat the baseline by more than 2 SE against compute spent).
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def write_plots(experiments: list[dict], tree: list[dict], out_dir: Path) -> lis
     written.append(_save(fig, out_dir / "fitness.png", plt))
 
     written.append(_lineage_plot(tree, out_dir / "lineage.png", plt))
+    written.append(_scores_plot(experiments, out_dir / "scores.png", plt))
 
     fig, ax = plt.subplots(figsize=(8, 4))
     compute, beaten, spent, count = [0.0], [0], 0.0, 0
@@ -124,6 +126,32 @@ def write_plots(experiments: list[dict], tree: list[dict], out_dir: Path) -> lis
     ax.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
     written.append(_save(fig, out_dir / "discovery.png", plt))
     return written
+
+
+def _scores_plot(experiments: list[dict], path: Path, plt) -> Path:
+    """Benchmark score of each experiment as mean ± SE over seeds, one panel per rung, the baseline's as a band."""
+    from database.fitness import benchmark_score
+
+    rungs = list(dict.fromkeys(e.get("fidelity", "?") for e in experiments))
+    fig, axes = plt.subplots(1, max(1, len(rungs)), figsize=(5 * max(1, len(rungs)), 4), squeeze=False)
+    for ax, rung in zip(axes[0], rungs, strict=False):
+        for e in [e for e in experiments if e.get("fidelity", "?") == rung]:
+            evaluation = e.get("eval") or {}
+            stats = evaluation.get("benchmark_stats") or {"mean": benchmark_score(evaluation), "se": 0.0}
+            if stats["mean"] is None:
+                continue
+            if e.get("is_baseline"):
+                low, high = stats["mean"] - stats["se"], stats["mean"] + stats["se"]
+                ax.axhspan(low, high, color="grey", alpha=0.3, label=f"baseline #{e['index']} ± SE")
+                ax.axhline(stats["mean"], color="grey", linewidth=0.8)
+            else:
+                colour = "tab:green" if e.get("beats_baseline") else "tab:blue"
+                ax.errorbar([e["index"]], [stats["mean"]], yerr=[stats["se"]], fmt="o", color=colour, capsize=3)
+        ax.set(xlabel="experiment index", ylabel="benchmark score, mean ± SE over seeds", title=f"rung: {rung}")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Scores against the baseline (green: beats it by more than 2 SE)", fontsize=9)
+    return _save(fig, path, plt)
 
 
 def _lineage_plot(tree: list[dict], path: Path, plt) -> Path:
@@ -158,7 +186,8 @@ def _lineage_plot(tree: list[dict], path: Path, plt) -> Path:
         xs.append(x)
         ys.append(y)
         colours.append(node["fitness"] if isinstance(node.get("fitness"), (int, float)) else float("nan"))
-        label = f"#{node['index']} {node.get('name') or ''}"[:40].strip()
+        rung = f" [{node['fidelity']}]" if node.get("fidelity") else ""
+        label = f"#{node['index']} {(node.get('name') or '')[:32]}{rung}".strip()
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 3), fontsize=7)
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     points = ax.scatter(xs, ys, c=colours, cmap=cmap, vmin=0, vmax=1, s=60, plotnonfinite=True)

@@ -6,10 +6,13 @@ benchmarks still sit at chance (at CPU scale):
 
 - `recall_mqar`, multi-query associative recall: key-value pairs ("tea 4 , sun 7 , map 1"), then
   queries; the earlier queries are answered in the text (they also show the format), the last one is
-  asked: "... . sun 7 , tea" -> " 4". The choices are the ten digits (chance 0.1).
+  asked: "... . sun 7 , tea" -> " 4". The choices are the ten digits (chance 0.1), and each digit is
+  the answer equally often in every block of ten documents, so a model that always answers one digit
+  scores 0.1 exactly.
 - `recall_kv`, key-value lookup in a document: four facts "The code of Anna is 7.", filler
   sentences for a growing number of words, then "The code of Anna is" -> " 7". The choices are the
-  four codes of the document, so only the right association scores (chance 0.25).
+  four codes of the document, so only the right association scores (chance 0.25); the answer's digit
+  and its place among the choices are balanced the same way.
 
 Difficulty cycles with the document index (pairs 2/4/8, distances 16/64/256 words), so any prefix of
 the documents, as a tier's example limit takes, mixes every level. The vocabulary is small and plain
@@ -37,15 +40,28 @@ KV_DISTANCES = (16, 64, 256)
 DOCS = 1000  # per task; tiers take a prefix
 
 
+def balanced(rng: random.Random, options: list, count: int) -> list:
+    """`count` draws in which every option appears equally often in each block of len(options) (shuffled):
+    a model that always gives the same answer then scores chance exactly over any whole number of blocks."""
+    draws = []
+    while len(draws) < count:
+        block = list(options)
+        rng.shuffle(block)
+        draws += block
+    return draws[:count]
+
+
 def mqar_docs(count: int = DOCS, *, seed: int = 0, levels: tuple[int, ...] = MQAR_PAIRS) -> list[dict]:
     rng = random.Random(f"mqar-{seed}")
+    # A generator of their own, so that the first n documents are the same whatever the count.
+    golds = balanced(random.Random(f"mqar-gold-{seed}"), VALUES, count)
     docs = []
     for i in range(count):
         pairs = levels[i % len(levels)]
         keys = rng.sample(KEYS, pairs)
-        values = [rng.choice(VALUES) for _ in keys]
-        table = dict(zip(keys, values, strict=True))
         queries = rng.sample(keys, min(MQAR_QUERIES, pairs))
+        values = [golds[i] if key == queries[-1] else rng.choice(VALUES) for key in keys]
+        table = dict(zip(keys, values, strict=True))
         stored = " , ".join(f"{k} {v}" for k, v in table.items())
         answered = "".join(f"{k} {table[k]} , " for k in queries[:-1])
         docs.append({"id": i, "context": f"{stored} . {answered}{queries[-1]}", "choices": [f" {v}" for v in VALUES],
@@ -55,12 +71,15 @@ def mqar_docs(count: int = DOCS, *, seed: int = 0, levels: tuple[int, ...] = MQA
 
 def kv_docs(count: int = DOCS, *, seed: int = 0, levels: tuple[int, ...] = KV_DISTANCES) -> list[dict]:
     rng = random.Random(f"kv-{seed}")
+    golds = balanced(random.Random(f"kv-gold-{seed}"), VALUES, count)
+    targets = balanced(random.Random(f"kv-place-{seed}"), list(range(KV_FACTS)), count)
     docs = []
     for i in range(count):
         distance = levels[i % len(levels)]
         names = rng.sample(NAMES, KV_FACTS)
-        codes = rng.sample(VALUES, KV_FACTS)
-        target = rng.randrange(KV_FACTS)
+        target = targets[i]
+        codes = rng.sample([v for v in VALUES if v != golds[i]], KV_FACTS - 1)
+        codes.insert(target, golds[i])
         filler, words = [], 0
         while words < distance:
             sentence = rng.choice(FILLER)

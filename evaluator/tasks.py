@@ -24,7 +24,7 @@ import yaml
 
 from evaluator import recall, sources
 
-VERSION = 2  # bump when documents or definitions change: the files are rebuilt in a new folder
+VERSION = 3  # bump when documents or definitions change: the files are rebuilt in a new folder
 LANGUAGE_TASKS = ["arc_easy", "arc_challenge", "boolq", "hellaswag", "lambada_openai", "openbookqa", "piqa",
                   "social_iqa", "winogrande", "squad_completion"]
 RECALL_TASKS = ["recall_mqar", "recall_kv"]

@@ -111,7 +111,7 @@ FIDELITIES = {
         name="synthetic", vocab_size=256, hidden_size=64, num_layers=2, num_heads=2, dataset="synthetic",
         seq_len=64, batch_size=32, micro_batch_size=32, steps=1200, lr=3e-3, warmup_steps=30, decay_fraction=0.2,
         weight_decay=0.1, log_every=20, eval_every=0, eval_batches=4, max_layer_params=100_000,
-        divergence_ratio=4.0, timeout_s=900, memory_mb=4096, eval_tier="synthetic", replicates=3,
+        divergence_ratio=4.0, timeout_s=1800, memory_mb=4096, eval_tier="synthetic", replicates=3,
     ),
     "smoke": Fidelity(
         name="smoke", vocab_size=2048, hidden_size=64, num_layers=2, num_heads=2, seq_len=128,

@@ -15,15 +15,27 @@ def test_table_shows_every_experiment_and_failure_reasons():
             experiment(3, 1, None, status="failed", val_loss=math.nan)]
     table = results_table(rows)
     lines = table.splitlines()
-    assert lines[0].split()[:3] == ["index", "name", "parent"]
+    assert lines[0].split()[:4] == ["index", "name", "rung", "parent"]
     assert "2.9000" in lines[3] and "0.610" in lines[3]
     assert "failed@engineer" in lines[4] and "not causal" in table
+
+
+def test_replicated_values_show_mean_and_standard_error_and_the_claim():
+    from database.stats import mean_se
+
+    row = experiment(2, 1, 0.8)
+    row.update(fidelity="synthetic", beats_baseline=True)
+    row["train"]["val_loss_stats"] = mean_se([2.0, 2.2, 2.1])
+    row["train"]["val_loss"] = 2.1
+    line = results_table([experiment(1, None, 0.5, baseline=True), row]).splitlines()[3]
+    assert "2.1000 ± 0.0577" in line and "synthetic" in line and " yes " in line
 
 
 def test_plots_are_written_as_pngs(tmp_path):
     rows = [experiment(1, None, 0.5, baseline=True), experiment(2, 1, 0.7), experiment(3, 2, 0.4)]
     tree = [{"index": r["index"], "parent": r["parent"], "fitness": r["fitness"], "name": r["name"]} for r in rows]
     paths = write_plots(rows, tree, tmp_path)
-    assert {p.name for p in paths} == {"loss_curves.png", "fitness.png", "lineage.png", "discovery.png"}
+    assert {p.name for p in paths} == {"loss_curves.png", "fitness.png", "scores.png", "lineage.png",
+                                       "discovery.png"}
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

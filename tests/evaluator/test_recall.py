@@ -67,3 +67,13 @@ def test_random_model_scores_near_chance(tiny_gpt2, tiny_tokenizer, bench_cache)
     for task, p in chance.items():
         value = scores["tasks"][task]["value"]
         assert abs(value - p) < 4 * math.sqrt(p * (1 - p) / 300), (task, value)
+
+
+def test_a_constant_answer_scores_chance_exactly():
+    for task, chance in (("recall_mqar", 0.1), ("recall_kv", 0.25)):
+        docs = recall.GENERATORS[task](100)
+        for guess in range(10):
+            # Always the same digit (MQAR), or always the same place among the choices (key-value lookup).
+            hits = [doc["choices"][doc["gold"]] == f" {guess}" if task == "recall_mqar" else doc["gold"] == guess % 4
+                    for doc in docs]
+            assert sum(hits) / len(hits) == chance, (task, guess)
