@@ -138,6 +138,23 @@ class JobCreate(Strict):
     max_attempts: int = Field(default=3, ge=1, le=100)
     timeout: float = Field(default=600.0, gt=0, le=7 * 24 * 3600, description="lease length in seconds")
 
+    @field_validator("payload")
+    @classmethod
+    def known_fidelity(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        """A payload names a known fidelity and valid overrides, or the job would fail in a worker, retried."""
+        from trainer.fidelity import get_fidelity
+
+        if "fidelity" in payload or "overrides" in payload:
+            overrides = payload.get("overrides") or {}
+            if not isinstance(overrides, dict):
+                raise ValueError("payload.overrides must be an object of fidelity fields")
+            get_fidelity(str(payload.get("fidelity", "smoke")), overrides)  # ValueError names the bad value
+        seeds = payload.get("seeds")
+        if seeds is not None and not (isinstance(seeds, list) and seeds and all(
+                isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31 for s in seeds)):
+            raise ValueError("payload.seeds must be a non-empty list of integers in [0, 2^31)")
+        return payload
+
 
 class JobLease(Strict):
     kinds: list[JobKind] = Field(min_length=1)

@@ -1,5 +1,6 @@
 """Fidelities: named model, data and training settings, from a laptop CPU to a GPU rack.
 
+    synthetic  CPU, generated recall, copying, compression and memorisation tasks (trainer.synthetic)
     smoke    CPU, a couple of minutes on 2 cores: tiny width and depth, short sequences, local corpus
     explore  the exploration stage of the paper: 8 layers, hidden 256, seq 2048, ~1B tokens, bf16
     verify   verification scale: 24 layers, hidden 1024, untied embeddings, ~15B tokens
@@ -74,6 +75,12 @@ class Fidelity:
                 raise ValueError(f"fidelity field {key!r}: {exc}") from exc
             if key in CHOICES and typed[key] not in CHOICES[key]:
                 raise ValueError(f"fidelity field {key!r}: {typed[key]!r} is not one of {list(CHOICES[key])}")
+            if isinstance(typed[key], float) and not math.isfinite(typed[key]):
+                raise ValueError(f"fidelity field {key!r}: not a finite number: {value!r}")
+            if key in POSITIVE and typed[key] <= 0:
+                raise ValueError(f"fidelity field {key!r}: must be positive, got {value!r}")
+            if key in NON_NEGATIVE and typed[key] < 0:
+                raise ValueError(f"fidelity field {key!r}: must not be negative, got {value!r}")
         return dataclasses.replace(self, **typed)
 
     def to_dict(self) -> dict:
@@ -82,6 +89,11 @@ class Fidelity:
 
 # Fields with a fixed set of values.
 CHOICES = {"dtype": ("auto", "float32", "bfloat16")}
+# Fields that must be above zero, or at least zero: `steps=-5` would score an untrained model.
+POSITIVE = {"vocab_size", "hidden_size", "num_layers", "num_heads", "mlp_ratio", "seq_len", "batch_size",
+            "micro_batch_size", "steps", "lr", "log_every", "eval_batches", "max_layer_params", "divergence_ratio",
+            "timeout_s", "memory_mb", "replicates"}
+NON_NEGATIVE = {"warmup_steps", "decay_fraction", "min_lr_ratio", "weight_decay", "grad_clip", "eval_every"}
 
 
 def _coerce(value, kind: type):

@@ -174,3 +174,19 @@ async def test_job_for_unknown_experiment_is_422(api_client):
     with pytest.raises(ApiError) as err:
         await api_client.create_job(kind="train", experiment=7)
     assert err.value.status == 422
+
+
+async def test_a_job_payload_with_an_unknown_fidelity_or_bad_overrides_is_refused(api_client):
+    from database.client import ApiError
+
+    for payload, message in (({"fidelity": "nonsense"}, "unknown fidelity 'nonsense'"),
+                             ({"fidelity": "smoke", "overrides": {"steps": -5}}, "must be positive"),
+                             ({"fidelity": "synthetic", "seeds": [0, "x"]}, "payload.seeds")):
+        try:
+            await api_client.create_job(kind="train", payload=payload)
+        except ApiError as err:
+            assert err.status == 422 and message in str(err.detail), err.detail
+        else:
+            raise AssertionError(f"{payload} was accepted")
+    job = await api_client.create_job(kind="train", payload={"fidelity": "synthetic", "seeds": [3, 4]})
+    assert job["payload"]["seeds"] == [3, 4]

@@ -41,6 +41,10 @@ def test_overrides_from_a_dict_keep_their_types():
     ({"compile": 2}, "fidelity field 'compile': not a boolean"),
     ({"lr": "fast"}, "fidelity field 'lr': could not convert"),
     ({"dtype": "float16"}, "fidelity field 'dtype': 'float16' is not one of"),
+    ({"steps": "-5"}, "fidelity field 'steps': must be positive, got '-5'"),
+    ({"replicates": 0}, "fidelity field 'replicates': must be positive"),
+    ({"lr": "nan"}, "fidelity field 'lr': not a finite number"),
+    ({"warmup_steps": -1}, "fidelity field 'warmup_steps': must not be negative"),
 ])
 def test_bad_overrides_are_refused_with_the_field_named(overrides, message):
     with pytest.raises(ValueError) as err:
@@ -49,7 +53,7 @@ def test_bad_overrides_are_refused_with_the_field_named(overrides, message):
 
 
 def test_unknown_fidelity_and_malformed_pairs():
-    with pytest.raises(ValueError, match=r"unknown fidelity 'huge'; choose one of \['explore', 'smoke', 'verify'\]"):
+    with pytest.raises(ValueError, match=r"unknown fidelity 'huge'; choose one of \['explore', 'smoke', 'synthetic', 'verify'\]"):
         get_fidelity("huge")
     with pytest.raises(ValueError, match="expected key=value, got 'steps'"):
         parse_overrides(["steps"])
