@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from database.bson_safe import install_handlers
 from database.embedded import EmbeddedMongo
 from database.routes import calibrations, candidates, experiments, jobs, search, system
 from database.settings import Settings
@@ -106,5 +107,6 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.settings = settings
     for module in (system, experiments, candidates, jobs, search, calibrations):
         app.include_router(module.router)
+    install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -5,7 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from database.bson_safe import check
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 
@@ -50,7 +52,14 @@ class JobStatus(StrEnum):
 
 
 class Strict(BaseModel):
+    """A request body: no unknown fields, and nothing MongoDB cannot store (see database.bson_safe)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def storable(cls, data: Any) -> Any:
+        return check(data)
 
 
 class ExperimentCreate(Strict):

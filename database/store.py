@@ -281,6 +281,10 @@ class Store:
         if current["status"] != "running" or current["worker"] != worker:
             raise Conflict(f"job {job_id!r} is not leased by {worker!r} (status {current['status']}, "
                            f"worker {current['worker']!r})")
+        if current["lease_expires_at"] < now:
+            # The reaper may not have run yet; the job is another worker's to take all the same.
+            raise Conflict(f"job {job_id!r}: the lease of {worker!r} expired {now - current['lease_expires_at']:.1f} s "
+                           "ago; the job goes back to the queue")
         # Follow-ups first, with ids derived from this job: if the API dies before the job is marked
         # done, the repeated completion re-creates nothing, and nothing is lost.
         for number, follow in enumerate(next_jobs):

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
+from database.bson_safe import check
 from database.deps import ReadAuth, StoreDep, WriteAuth
 from database.schemas import Fidelity
 
@@ -13,8 +14,15 @@ router = APIRouter(tags=["calibrations"])
 
 
 @router.put("/calibrations/{fidelity}", dependencies=[WriteAuth])
-async def put_calibration(fidelity: Fidelity, body: dict[str, Any], store: StoreDep) -> dict:
+async def put_calibration(fidelity: str, body: dict[str, Any], store: StoreDep) -> dict:
     """Store (replace) the calibration of a rung: programs with mean ± SE, Spearman correlations."""
+    if fidelity not in Fidelity.__members__:
+        raise HTTPException(404, f"no fidelity named {fidelity!r}; fidelities are {list(Fidelity.__members__)}")
+    fidelity = Fidelity(fidelity)
+    try:
+        check(body)
+    except ValueError as err:
+        raise HTTPException(422, str(err)) from err
     if body.get("fidelity") not in (None, fidelity.value):
         raise HTTPException(422, f"the body is the calibration of {body.get('fidelity')!r}, not {fidelity.value!r}")
     await store.calibrations.replace_one({"_id": fidelity.value}, {**body, "fidelity": fidelity.value}, upsert=True)

@@ -20,8 +20,9 @@ VALID_BODIES = {
     "/jobs/{job_id}/heartbeat": {"worker": "w"},
     "/jobs/{job_id}/complete": {"worker": "w"},
     "/jobs/{job_id}/fail": {"worker": "w", "reason": "r"},
+    "/calibrations/{fidelity}": {"programs": {}},
 }
-UNKNOWN = {"index": "999999", "job_id": "no-such-job"}
+UNKNOWN = {"index": "999999", "job_id": "no-such-job", "fidelity": "no-such-rung"}
 
 
 def routes(app) -> list[tuple[str, str, bool]]:
