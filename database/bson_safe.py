@@ -10,6 +10,7 @@ cannot carry.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -66,7 +67,13 @@ def _utf8(text: str) -> bool:
 
 
 def _printable(value: Any) -> Any:
-    """An echo of the input that JSON can carry: problems make it its ascii() text."""
+    """An echo of the input that JSON can carry: bytes as text, anything doubtful as its ascii() text."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value[:2000]).decode("utf-8", errors="replace")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return ascii(value)[:200]
     return value if not problems(value) else ascii(value)[:200]
 
 
