@@ -158,8 +158,10 @@ def format_table(scores: dict) -> str:
     lines = [f"{'task':<20} {'metric':<16} {'value':>10} {'stderr':>8} {'n':>6} {'seconds':>8}"]
     for name, score in scores["tasks"].items():
         stderr = f"{score['stderr']:.4f}" if score.get("stderr") is not None else "-"
+        seconds = (scores.get("task_seconds") or {}).get(name)
         lines.append(f"{name:<20} {score['metric']:<16} {score['value']:>10.4f} {stderr:>8} "
-                     f"{scores['examples'][name]:>6} {scores['task_seconds'][name]:>8.1f}")
+                     f"{(scores.get('examples') or {}).get(name, '-'):>6} "
+                     f"{'-' if seconds is None else f'{seconds:.1f}':>8}")
     for key in ("average", "recall", "perplexity"):
         if scores.get(key) is not None:
             lines.append(f"{key:<37} {scores[key]:>10.4f}")
@@ -170,7 +172,8 @@ def format_table(scores: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--tier", default="smoke", choices=sorted(TIERS))
+    parser.add_argument("--tier", default="smoke", choices=sorted([*TIERS, "synthetic"]),
+                        help="synthetic: a checkpoint of the synthetic fidelity, scored on fresh test sequences")
     parser.add_argument("--tasks", nargs="*", default=None, help=f"a subset of tasks (known: {' '.join(ALL_TASKS)})")
     parser.add_argument("--limit", type=int, default=None, help="examples per task (default: the tier's)")
     parser.add_argument("--device", default="cpu")
@@ -180,9 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the scores as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    scores = evaluate_checkpoint(args.checkpoint, args.tier, limit=args.limit, tasks=args.tasks, cache_dir=args.cache,
-                                 device=args.device, batch_size=args.batch_size, hub=args.hub,
-                                 progress=not args.quiet)
+    if args.tier == "synthetic":
+        from evaluator.replicated import evaluate_synthetic
+
+        scores = evaluate_synthetic(Path(args.checkpoint), args.device)
+    else:
+        scores = evaluate_checkpoint(args.checkpoint, args.tier, limit=args.limit, tasks=args.tasks,
+                                     cache_dir=args.cache, device=args.device, batch_size=args.batch_size, hub=args.hub,
+                                     progress=not args.quiet)
     print(format_table(scores))
     if args.out:
         Path(args.out).write_text(json.dumps(scores, indent=1))

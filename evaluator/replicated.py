@@ -34,7 +34,8 @@ def evaluate_synthetic(checkpoint: Path, device: str = "cpu") -> dict:
     summary = task_accuracies(tasks, logits_of)
     scores = {name: {"metric": "acc", "value": value, "stderr": None} for name, value in summary["tasks"].items()}
     return {"tier": SYNTHETIC_TIER, "tasks": scores, "average": summary["score"], "recall": summary["recall"],
-            "perplexity": None, "wall_s": time.monotonic() - started}
+            "perplexity": None, "examples": {name: tasks.eval_sequences for name in scores},
+            "wall_s": time.monotonic() - started}
 
 
 def merge_evaluations(evaluations: list[dict]) -> dict:
