@@ -149,13 +149,21 @@ def plot(record: dict, path: Path) -> Path:
     tiers = [record["programs"][n].get("tier") or 0 for n in names]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4.5))
     colours = plt.get_cmap("viridis_r")([t / 7 for t in tiers])
-    ax.bar(range(len(names)), means, yerr=errors, capsize=4, color=colours)
+    # Points, not bars: a score may be negative (minus a loss), and only differences matter.
+    for x, (mean, error, colour) in enumerate(zip(means, errors, colours, strict=True)):
+        ax.errorbar([x], [mean], yerr=[error], fmt="s", color=colour, markersize=9, capsize=5)
+    for x, name in enumerate(names):  # every seed as a dot: a seed that never took off shows
+        seeds = [v for v in record["programs"][name]["score"]["per_seed"] if v is not None]
+        ax.plot([x + 0.15] * len(seeds), seeds, "k.", markersize=5)
+    ax.grid(axis="y", alpha=0.3)
     ax.set_xticks(range(len(names)), [f"{n}\n(tier {t})" if t else n for n, t in zip(names, tiers, strict=True)],
                   rotation=30, ha="right", fontsize=8)
     rho = record.get("spearman_expected")
     ax.set_ylabel("score (higher is better), mean ± SE over seeds")
-    ax.set_title(f"calibration of the {record['fidelity']} rung, {record['seeds']} seeds"
-                 + (f": Spearman with the expected order {rho:.2f}" if rho is not None else ""))
+    seeds_rho = record.get("spearman_seeds")
+    ax.set_title(f"calibration of the {record['fidelity']} rung, {record['seeds']} seeds (dots)\n"
+                 + (f"Spearman with the expected order {rho:.2f}" if rho is not None else "")
+                 + (f", seed to seed {seeds_rho:.2f}" if seeds_rho is not None else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -22,6 +22,8 @@ from agent.calibrate import EARNED_SPEARMAN
 from trainer.fidelity import FIDELITIES
 
 DEFAULT_LADDER = ("synthetic", "smoke")
+# Calibrations measured for the project on 2 CPU cores, used where a run has none of its own.
+SHIPPED_CALIBRATIONS = Path(__file__).resolve().parents[1] / "trainer" / "panel" / "calibrations"
 
 
 def parse_ladder(text: str) -> list[str]:

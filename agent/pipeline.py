@@ -32,6 +32,7 @@ from agent.cluster import LocalCluster
 from agent.cognition import ensure_cognition
 from agent.ladder import (
     DEFAULT_LADDER,
+    SHIPPED_CALIBRATIONS,
     calibration_warnings,
     local_calibrations,
     parse_ladder,
@@ -247,9 +248,14 @@ async def evolve(client: ApiClient, state: RunState, options: argparse.Namespace
 
 
 async def upload_calibrations(client: ApiClient, folder: Path) -> None:
-    """Calibrations that `agent.calibrate` wrote into the run directory reach the API the workers share."""
+    """Calibrations that `agent.calibrate` wrote into the run directory reach the API the workers share; for a
+    rung with none anywhere, the one measured for the project (trainer/panel/calibrations/) stands in."""
     for record in local_calibrations(folder):
         await client.put_calibration(record)
+    known = await client.calibrations()
+    for record in local_calibrations(SHIPPED_CALIBRATIONS):
+        if record["fidelity"] not in known:
+            await client.put_calibration({**record, "shipped": True})
 
 
 async def run(args: argparse.Namespace) -> int:
