@@ -2,11 +2,13 @@
 
     python benchmarks/self_parity.py                         # synthetic rung, 15 seeds, 10 comparisons
     python benchmarks/self_parity.py --fidelity smoke --pool 12 --comparisons 10 --json runs/parity.json
+    python benchmarks/self_parity.py --fidelity smoke --runs runs/parity.json   # score those runs again
 
 Trains the seed DeltaNet with seeds 0..POOL-1 (sandboxed, as candidates train), evaluates every
 checkpoint, then draws COMPARISONS disjoint pairs of seed triples: one triple plays the baseline, the
 other a candidate with the same program. Each pair is scored with the project's fitness (the noise
-rule of database/fitness.py, default settings, no judge). A sound rule gives fitness near 0.5 and
+rule of database/fitness.py, default settings, no judge, the standard errors floored at the seed spread
+of the rung's shipped calibration). A sound rule gives fitness near 0.5 and
 "beats the baseline" false every time. Triples are drawn from one pool of runs, so comparisons
 share runs; each comparison's two triples never do.
 """
@@ -25,7 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.calibrate import calibrate_program  # noqa: E402
-from database.fitness import FitnessSettings, beats_baseline, combine, evidence, fitness_parts  # noqa: E402
+from agent.ladder import SHIPPED_CALIBRATIONS, local_calibrations  # noqa: E402
+from database.fitness import (  # noqa: E402
+    FitnessSettings,
+    beats_baseline,
+    combine,
+    evidence,
+    fitness_parts,
+    seed_noise,
+)
 from database.stats import mean_se  # noqa: E402
 from trainer.fidelity import get_fidelity, parse_overrides  # noqa: E402
 from trainer.layers import SEED_PROGRAM  # noqa: E402
@@ -44,30 +54,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", type=int, default=15, help="seeds trained (default 15)")
     parser.add_argument("--comparisons", type=int, default=10)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write the runs and comparisons here")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="score the runs of an earlier --json file again instead of training")
     args = parser.parse_args(argv)
-    if args.pool < 6:
-        parser.error("--pool must be at least 6: two disjoint triples per comparison")
     overrides = parse_overrides(args.set)
     fidelity = get_fidelity(args.fidelity, overrides)
-    work = Path(tempfile.mkdtemp(prefix="parity-"))
-    cache = Path(os.environ.get("RUN_DIR", "runs/default")) / "cache"
-    load_data(fidelity, cache)
-    trained = calibrate_program("seed", SEED_PROGRAM, fidelity, overrides, list(range(args.pool)), work, cache)
-    if trained["status"] != "ok":
-        print(f"training failed: {trained['reason']}")
-        return 1
-    runs = trained["per_seed"]
+    if args.runs:
+        runs = json.loads(args.runs.read_text())["runs"]
+        print(f"{fidelity.name}: {len(runs)} runs read from {args.runs}")
+    else:
+        work = Path(tempfile.mkdtemp(prefix="parity-"))
+        cache = Path(os.environ.get("RUN_DIR", "runs/default")) / "cache"
+        load_data(fidelity, cache)
+        trained = calibrate_program("seed", SEED_PROGRAM, fidelity, overrides, list(range(args.pool)), work, cache)
+        if trained["status"] != "ok":
+            print(f"training failed: {trained['reason']}")
+            return 1
+        runs = trained["per_seed"]
+        print(f"{fidelity.name}: {args.pool} seeds trained in {trained['seconds']:.0f} s")
+    if len(runs) < 6:
+        parser.error("at least 6 runs are needed: two disjoint triples per comparison")
+    # The pipeline's rule: default settings, each side's SE floored at the rung's calibrated seed spread.
+    calibration = next((r for r in local_calibrations(SHIPPED_CALIBRATIONS) if r["fidelity"] == fidelity.name), None)
+    noise = seed_noise(calibration)
     settings = FitnessSettings(weight_judge=0)
+    print(f"seed-spread floor from the shipped calibration: {noise or 'none'}")
     rows = []
-    print(f"{fidelity.name}: {args.pool} seeds trained in {trained['seconds']:.0f} s")
     print(f"{'#':>2}  {'baseline seeds':<14}  {'candidate':<12}  {'d loss':>8}  {'SE':>7}  {'d bench':>8}  {'SE':>7}  "
           f"{'fitness':>7}  beats")
     for k in range(args.comparisons):
-        six = random.Random(k).sample(range(args.pool), 6)
+        six = random.Random(k).sample(range(len(runs)), 6)
         base, cand = record([runs[i] for i in six[:3]]), record([runs[i] for i in six[3:]])
-        parts = fitness_parts(cand, base, None, settings)
-        found = evidence(cand, base)
+        parts = fitness_parts(cand, base, None, settings, noise)
+        found = evidence(cand, base, noise)
         row = {"baseline_seeds": six[:3], "candidate_seeds": six[3:], "fitness": combine(parts, settings),
                "beats": beats_baseline(found, settings), "evidence": found}
         rows.append(row)

@@ -9,8 +9,10 @@ weights; a part that is missing (no judge offline) gets weight 0.
 Noise: every score at a rung is a mean over training seeds, with a standard error (SE), and so is the
 baseline's, over the same seeds. A difference counts only by how far it stands beyond its noise: with
 d the difference and s = sqrt(SE_experiment^2 + SE_baseline^2), the part sees sign(d) * max(0, |d| - k*s),
-k = `noise_se` (1 by default; 0 counts raw differences). So a candidate within k SE of the baseline
-scores exactly 0.5, and the seed scored against itself sits at parity. An experiment *beats the
+k = `noise_se` (2 by default, the margin a claim needs; 0 counts raw differences). So a candidate
+within k SE of the baseline scores exactly 0.5, and the seed scored against itself sits at parity.
+Each side's SE is floored at the rung's typical seed spread (`seed_noise`, from its calibration):
+three seeds alone often underestimate their own spread. An experiment *beats the
 baseline* when a weighted part improves by more than `beats_se` (2) SE and none is worse by that much.
 """
 
@@ -27,7 +29,7 @@ class FitnessSettings:
     weight_judge: float = 1.0
     clip: float = 0.10
     slope: float = 6.0
-    noise_se: float = 1.0
+    noise_se: float = 2.0
     beats_se: float = 2.0
 
 
@@ -43,13 +45,43 @@ def _stats(record: dict | None, key: str, value: float | None) -> dict | None:
     return {"mean": value, "se": 0.0} if _finite(value) else None
 
 
-def evidence(experiment: dict, baseline: dict) -> dict[str, dict | None]:
-    """Per part: the improvement over the baseline (positive is better), its standard error and z = d / SE."""
+def seed_noise(calibration: dict | None) -> dict[str, float]:
+    """The rung's typical seed-to-seed standard deviation of each part: the median over its calibration's programs.
+
+    Three seeds estimate their own spread poorly (two degrees of freedom), so the rung's typical spread is
+    the floor under an experiment's own standard error. The median keeps one program whose seeds split
+    (a phase transition reached or not) from setting the floor for all.
+    """
+    spreads: dict[str, list[float]] = {"loss": [], "benchmark": []}
+    for program in ((calibration or {}).get("programs") or {}).values():
+        runs = program.get("per_seed") or []
+        for part, key in (("loss", "val_loss"), ("benchmark", "benchmark")):
+            values = [r[key] for r in runs if _finite(r.get(key))]
+            if len(values) > 1:
+                mean = sum(values) / len(values)
+                spreads[part].append(math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)))
+    return {part: sorted(found)[len(found) // 2] for part, found in spreads.items() if found}
+
+
+def _floored(stats: dict | None, sd: float | None) -> dict | None:
+    if stats is None or not sd:
+        return stats
+    return {**stats, "se": max(stats["se"], sd / math.sqrt(max(1, stats.get("n") or 1)))}
+
+
+def evidence(experiment: dict, baseline: dict, noise: dict[str, float] | None = None) -> dict[str, dict | None]:
+    """Per part: the improvement over the baseline (positive is better), its standard error and z = d / SE.
+
+    `noise` (from `seed_noise`) floors each side's standard error at the rung's pooled seed spread.
+    """
+    noise = noise or {}
     train, base_train = experiment.get("train"), baseline.get("train")
-    loss = _stats(train, "val_loss", (train or {}).get("val_loss"))
-    base_loss = _stats(base_train, "val_loss", (base_train or {}).get("val_loss"))
-    bench = _stats(experiment.get("eval"), "benchmark", benchmark_score(experiment.get("eval")))
-    base_bench = _stats(baseline.get("eval"), "benchmark", benchmark_score(baseline.get("eval")))
+    loss = _floored(_stats(train, "val_loss", (train or {}).get("val_loss")), noise.get("loss"))
+    base_loss = _floored(_stats(base_train, "val_loss", (base_train or {}).get("val_loss")), noise.get("loss"))
+    bench = _floored(_stats(experiment.get("eval"), "benchmark", benchmark_score(experiment.get("eval"))),
+                     noise.get("benchmark"))
+    base_bench = _floored(_stats(baseline.get("eval"), "benchmark", benchmark_score(baseline.get("eval"))),
+                          noise.get("benchmark"))
     found = {}
     for name, better, worse, reference in (("loss", base_loss, loss, base_loss), ("benchmark", bench, base_bench,
                                                                                    base_bench)):
@@ -95,10 +127,11 @@ def benchmark_score(evaluation: dict | None) -> float | None:
 
 
 def fitness_parts(
-    experiment: dict, baseline: dict, judge_score: float | None, settings: FitnessSettings
+    experiment: dict, baseline: dict, judge_score: float | None, settings: FitnessSettings,
+    noise: dict[str, float] | None = None,
 ) -> dict[str, float | None]:
     """The parts of the fitness, each in [0, 1] or None where the experiment lacks the result."""
-    found = evidence(experiment, baseline)
+    found = evidence(experiment, baseline, noise)
     loss_part = bench_part = None
     if found["loss"] is not None and found["loss"]["reference"] > 0:
         loss_part = squash(counted(found["loss"], settings), settings)

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     fitness_clip: float = 0.10
     fitness_slope: float = 6.0
     # A difference counts only beyond this many standard errors; "beats the baseline" needs beats_se of them.
-    fitness_noise_se: float = 1.0
+    fitness_noise_se: float = 2.0
     fitness_beats_se: float = 2.0
 
     # Motivation similarity: "auto" (local model if installed, else TF-IDF), "tfidf", "local", "openai".

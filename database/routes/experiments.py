@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query, status
 
 from database.deps import ReadAuth, SettingsDep, StoreDep, WriteAuth
-from database.fitness import FitnessSettings, beats_baseline, combine, evidence, fitness_parts
+from database.fitness import FitnessSettings, beats_baseline, combine, evidence, fitness_parts, seed_noise
 from database.routes.candidates import refresh_pool
 from database.schemas import (
     ExperimentContext,
@@ -90,9 +90,11 @@ async def score_experiment(index: int, body: ScoreRequest, store: StoreDep, sett
         weight_judge=settings.fitness_weight_judge, clip=settings.fitness_clip, slope=settings.fitness_slope,
         noise_se=settings.fitness_noise_se, beats_se=settings.fitness_beats_se,
     )
-    parts = fitness_parts(experiment, baseline, body.judge_score, fitness_settings)
+    # The rung's calibration knows its seed noise better than three seeds of one experiment do.
+    noise = seed_noise(await store.calibrations.find_one({"_id": experiment["fidelity"]}))
+    parts = fitness_parts(experiment, baseline, body.judge_score, fitness_settings, noise)
     fitness = combine(parts, fitness_settings)
-    found = evidence(experiment, baseline)
+    found = evidence(experiment, baseline, noise)
     beats = baseline["index"] != index and beats_baseline(found, fitness_settings)
     fields = {"fitness": fitness, "fitness_parts": {**parts, "baseline": baseline["index"]}, "evidence": found,
               "beats_baseline": beats}

@@ -75,7 +75,7 @@ def test_a_difference_within_its_standard_error_counts_as_parity():
     assert fitness_parts(noisy_twin, baseline, None, raw)["loss"] > 0.5
 
 
-def test_a_difference_beyond_two_standard_errors_beats_the_baseline_and_counts_only_beyond_one():
+def test_a_difference_beyond_two_standard_errors_beats_the_baseline_and_counts_only_beyond_them():
     from database.fitness import beats_baseline, evidence
 
     baseline = replicated([3.00, 3.02, 2.98], [0.40, 0.42, 0.38])
@@ -84,9 +84,28 @@ def test_a_difference_beyond_two_standard_errors_beats_the_baseline_and_counts_o
     assert found["loss"]["difference"] == pytest.approx(0.1)
     assert found["loss"]["z"] > 2 and found["benchmark"]["difference"] == pytest.approx(0)
     assert beats_baseline(found, S)
-    shrunk = (0.1 - found["loss"]["se"]) / 3.0
+    shrunk = (0.1 - 2 * found["loss"]["se"]) / 3.0
     assert fitness_parts(better, baseline, None, S)["loss"] == pytest.approx(squash(shrunk, S))
     # Better on loss but worse by more than 2 SE on the benchmarks: no claim.
     mixed = replicated([2.90, 2.92, 2.88], [0.30, 0.31, 0.29])
     assert not beats_baseline(evidence(mixed, baseline), S)
     assert not beats_baseline(evidence(baseline, baseline), S)
+
+
+def test_the_rungs_typical_seed_spread_floors_a_small_samples_own():
+    from database.fitness import beats_baseline, evidence, seed_noise
+
+    def program(*losses):
+        return {"per_seed": [{"val_loss": v, "benchmark": 0.5} for v in losses]}
+
+    # Three programs spread 0.1 over seeds; one split by a phase transition must not set the floor.
+    calibration = {"programs": {"a": program(3.0, 3.1, 3.2), "b": program(2.0, 2.1, 2.2), "c": program(1.0, 3.0, 1.1),
+                                "d": program(4.0, 4.1, 4.2)}}
+    noise = seed_noise(calibration)
+    assert noise["loss"] == pytest.approx(0.1) and noise["benchmark"] == 0.0
+    # Two triples that happen to agree within themselves: their own SE is tiny, the rung's is not.
+    baseline, lucky = replicated([3.00, 3.001, 3.002], [0.4] * 3), replicated([2.85, 2.851, 2.852], [0.4] * 3)
+    assert beats_baseline(evidence(lucky, baseline), S)
+    floored = evidence(lucky, baseline, noise)
+    assert floored["loss"]["se"] == pytest.approx(0.1 * math.sqrt(2 / 3))
+    assert not beats_baseline(floored, S)
