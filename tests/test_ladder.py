@@ -50,7 +50,8 @@ def test_the_default_ladder_scores_with_seeds_and_promotes_the_best(tmp_path, st
         assert e["train"]["val_loss_stats"]["n"] == 2 and e["eval"]["benchmark_stats"]["n"] == 2
     for e in candidates:
         assert set(e["eval"]["tasks"]) >= {"mqar_4", "mqar_16", "noisy_recall", "selective_copy", "compression"}
-        assert isinstance(e["beats_baseline"], bool) and e["evidence"]["benchmark"]["se"] >= 0
+        # (The embedded database may hand a boolean back as 0 or 1.)
+        assert e["beats_baseline"] in (True, False) and e["evidence"]["benchmark"]["se"] >= 0
 
     # The better candidate went on to smoke, as a copy that says where it came from.
     best = max(candidates, key=lambda e: (e["fitness"], -e["index"]))
