@@ -95,8 +95,9 @@ def calibration_warnings(rungs: list[str], calibrations: dict) -> list[str]:
             lines.append(f"rung {rung!r} is not calibrated: its ranking of known layers is unmeasured "
                          f"(python -m agent.calibrate --fidelity {rung})")
         elif (record.get("spearman_expected") or 0) < EARNED_SPEARMAN:
-            lines.append(f"rung {rung!r} has not earned its place: Spearman {record.get('spearman_expected')} with "
-                         f"the expected order (< {EARNED_SPEARMAN}); its fitness counts with weight "
+            rho = record.get("spearman_expected")
+            lines.append(f"rung {rung!r} has not earned its place: Spearman {'-' if rho is None else f'{rho:.2f}'} "
+                         f"with the expected order (< {EARNED_SPEARMAN}); its fitness counts with weight "
                          f"{rung_weight(record):.2f}")
     return lines
 
