@@ -148,7 +148,10 @@ def _scores_plot(experiments: list[dict], path: Path, plt) -> Path:
                 colour = "tab:green" if e.get("beats_baseline") else "tab:blue"
                 ax.errorbar([e["index"]], [stats["mean"]], yerr=[stats["se"]], fmt="o", color=colour, capsize=3)
         ax.set(xlabel="experiment index", ylabel="benchmark score, mean ± SE over seeds", title=f"rung: {rung}")
-        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        shown = [e["index"] for e in experiments if e.get("fidelity", "?") == rung and not e.get("is_baseline")]
+        if 0 < len(shown) <= 20:
+            ax.set_xticks(shown)
+            ax.set_xlim(min(shown) - 0.5, max(shown) + 0.5)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle("Scores against the baseline (green: beats it by more than 2 SE)", fontsize=9)
     return _save(fig, path, plt)
