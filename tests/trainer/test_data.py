@@ -123,7 +123,7 @@ def test_a_prepared_hub_dataset_is_streamed_once_then_loaded(tmp_path, monkeypat
     assert streamed == ["someone/corpus:config"] * 2  # a sample for the tokenizer, then every document
     assert int((np.asarray(prepared.val) == prepared.eos_token_id).sum()) == len(DOCS)
     loaded = load_data(fidelity, tmp_path)
-    assert loaded.directory == prepared.directory and len(streamed) == 2
+    assert loaded.data.directory == prepared.directory and len(streamed) == 2
 
 
 def test_the_prepare_command(local_corpus, tmp_path, capsys):

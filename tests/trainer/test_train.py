@@ -59,7 +59,7 @@ def test_the_checkpoint_loads_back_with_the_same_validation_loss(seed_run, tiny,
     assert checkpoint.config["program_sha256"] == sha256(seed_program())
     assert checkpoint.config["fidelity"] == "smoke" and checkpoint.config["seed"] == 0
     assert (out / "checkpoint" / "program.py").read_text() == seed_program()
-    tokens = load_data(tiny, data_cache)
+    tokens = load_data(tiny, data_cache).data
     assert checkpoint.tokenizer.to_str() == tokens.tokenizer.to_str()
     windows = validation_windows(tokens.val, tiny.seq_len, tiny.eval_batches * tiny.micro_batch_size)
     with torch.no_grad():
