@@ -194,7 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         fidelity = get_fidelity(args.fidelity, overrides)
         programs = programs_in(args.programs)
         if args.only:
-            programs = {n: p for n, p in panel_programs(args.only.split(",")).items()}
+            # A subset of whichever programs were chosen (the panel's, or those of --programs).
+            wanted = args.only.split(",")
+            unknown = [n for n in wanted if n not in programs]
+            if unknown:
+                raise ValueError(f"--only {args.only}: unknown program(s) {unknown}; known: {sorted(programs)}")
+            programs = {n: programs[n] for n in wanted}
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
