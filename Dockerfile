@@ -1,7 +1,8 @@
 # One image for every service; docker-compose.yml picks the command of each.
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN apt-get update && apt-get install -y --no-install-recommends curl build-essential \
+# bubblewrap: the kernel jail every untrusted program runs in (trainer/jail.py).
+RUN apt-get update && apt-get install -y --no-install-recommends curl build-essential bubblewrap \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY requirements.txt requirements-nodeps.txt ./

@@ -11,14 +11,18 @@ rests on loss and benchmarks alone.
 from __future__ import annotations
 
 import logging
+import os
 
 from pydantic import BaseModel, Field
 
 from agent import prompts
 from agent.llm import BudgetExceeded, get_llm, tokens_used
+from agent.quarantine import rerun_job, suspicion
 from database.worker import CandidateError, Outcome
 
 log = logging.getLogger("analyst")
+# Relative loss improvement over the baseline beyond which a result is re-run before it may enter the pool.
+QUARANTINE_MARGIN = float(os.environ.get("QUARANTINE_MARGIN", "0.1"))
 
 
 class JudgeVerdict(BaseModel):
@@ -112,6 +116,31 @@ def _signed(x: float | None) -> str:
     return "n/a" if x is None else f"{x:+.4f}"
 
 
+async def hold_if_suspect(experiment: dict, baseline: dict, job: dict, client) -> Outcome | None:
+    """Quarantine a result too good to believe (agent.quarantine): out of the pool, re-run with fresh seeds.
+
+    A re-run experiment is scored on its new numbers; its record keeps the first result and the reason.
+    """
+    record = experiment.get("quarantine") or {}
+    if record.get("rerun"):
+        if "cleared_val_loss" not in record:
+            await client.update_experiment(experiment["index"], quarantine={
+                **record, "cleared_val_loss": (experiment.get("train") or {}).get("val_loss")})
+        return None
+    calibration = (await client.calibrations()).get(experiment["fidelity"])
+    reason = suspicion(experiment, baseline, calibration, margin=QUARANTINE_MARGIN)
+    if reason is None:
+        return None
+    payload = dict(job.get("payload") or {})
+    first = {key: (experiment.get("train") or {}).get(key) for key in ("val_loss", "val_loss_stats", "seeds")}
+    await client.update_experiment(experiment["index"], status="quarantined",
+                                   quarantine={"reason": reason, "first": first, "rerun": True})
+    log.warning("quarantined #%s: %s; re-running it with fresh seeds", experiment["index"], reason)
+    replicates = len(first.get("seeds") or []) or 1
+    return Outcome({"experiment": experiment["index"], "quarantined": reason},
+                   next_jobs=[rerun_job(experiment, payload, replicates)])
+
+
 async def handle_analyse(job: dict, client, *, llm=None, judge=None) -> Outcome:
     index = job["experiment"]
     experiment = await client.get_experiment(index)
@@ -123,6 +152,9 @@ async def handle_analyse(job: dict, client, *, llm=None, judge=None) -> Outcome:
             raise RuntimeError(f"the baseline #{baseline['index']} is not evaluated yet")
     if not (experiment.get("train") or {}).get("val_loss") or experiment.get("eval") is None:
         raise CandidateError("the experiment has no training or evaluation results to analyse")
+    held = await hold_if_suspect(experiment, baseline, job, client)
+    if held is not None:
+        return held
     llm = llm if llm is not None else get_llm("analyst")
     judge = judge if judge is not None else (get_llm("judge") or llm)
     numbers = measured_deltas(experiment, baseline)

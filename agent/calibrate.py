@@ -59,21 +59,30 @@ def score_of(fidelity_name: str, evaluation: dict | None, val_loss: float | None
 def calibrate_program(name: str, path: Path, fidelity, overrides: dict, seeds: list[int], workdir: Path,
                       cache: Path, cores: int | None = None) -> dict:
     """Train and evaluate one program with every seed; its record for the calibration file."""
+    from database.worker import CandidateError
     from evaluator.evaluate import default_cache_dir
     from evaluator.worker import evaluate_candidate
     from trainer.replicates import first_failure, train_seeds
+    from trainer.worker import seal_and_measure
 
     started = time.monotonic()
-    runs = train_seeds(path.read_text(), fidelity, overrides, seeds=seeds, device="cpu", cache=cache,
+    program = path.read_text()
+    runs = train_seeds(program, fidelity, overrides, seeds=seeds, device="cpu", cache=cache,
                        workdir=workdir / name, cores=cores)
     failure = first_failure(runs)
     if failure is not None:
         return {"status": "failed", "reason": f"seed {failure[0]}: {failure[1]}", "seconds": time.monotonic() - started}
+    try:  # the same trusted numbers as a candidate's: sealed weights, loss from logits in this process
+        results = seal_and_measure(program, fidelity, runs, home=workdir / name / "sealed", workdir=workdir / name,
+                                   device="cpu", cache=cache)
+    except CandidateError as err:
+        return {"status": "failed", "reason": str(err), "seconds": time.monotonic() - started}
     scores, tasks, per_seed = [], {}, []
-    for seed, sandbox in runs:
-        result = sandbox.result
-        evaluation = evaluate_candidate(workdir / name / f"seed-{seed}" / "checkpoint", fidelity.eval_tier,
-                                        limit=None, cache_dir=default_cache_dir(), device="cpu")
+    for result in results:
+        seed = result["seed"]
+        evaluation = evaluate_candidate(Path(result["checkpoint"]), fidelity.eval_tier, limit=None,
+                                        cache_dir=default_cache_dir(), device="cpu",
+                                        workdir=workdir / name / f"eval-{seed}")
         scores.append(score_of(fidelity.name, evaluation, result.get("val_loss")))
         per_seed.append({"seed": seed, "val_loss": result.get("val_loss"), "benchmark": benchmark_score(evaluation),
                          "threads": result.get("threads")})

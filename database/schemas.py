@@ -33,6 +33,7 @@ class ExperimentStatus(StrEnum):
     trained = "trained"
     evaluated = "evaluated"
     analysed = "analysed"
+    quarantined = "quarantined"
     failed = "failed"
 
 
@@ -106,6 +107,8 @@ class ExperimentUpdate(Strict):
     attempts: list[dict[str, Any]] | None = None
     # Earlier results replaced by a re-evaluation with fresh seeds, kept for the record.
     history: list[dict[str, Any]] | None = None
+    # Why a result too good to believe was held out of the pool and re-run (agent.quarantine).
+    quarantine: dict[str, Any] | None = None
     costs: Costs | None = None
 
 

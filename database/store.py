@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 STAGES = ["research", "engineer", "train", "evaluate", "analyse"]
 NEXT_STAGE = {"research": "engineer", "engineer": "train", "train": "evaluate", "evaluate": "analyse"}
-EXPERIMENT_STATUSES = ["proposed", "checked", "trained", "evaluated", "analysed", "failed"]
+EXPERIMENT_STATUSES = ["proposed", "checked", "trained", "evaluated", "analysed", "quarantined", "failed"]
 JOB_STATUSES = ["queued", "running", "succeeded", "failed"]
 COST_FIELDS = ["llm_tokens", "gpu_seconds", "cpu_seconds"]
 

@@ -143,13 +143,20 @@ def evaluate_model(lm, tier: str = "smoke", *, tasks: list[str] | None = None, l
 
 def evaluate_checkpoint(checkpoint_dir: str | Path, tier: str = "smoke", *, limit: int | None = None,
                         cache_dir: str | Path | None = None, progress: bool = True, tasks: list[str] | None = None,
-                        device: str = "cpu", batch_size: int = 32, hub: bool = False) -> dict:
-    """Load a trained checkpoint and score it on a tier's tasks (see the module docstring for the result)."""
+                        device: str = "cpu", batch_size: int = 32, hub: bool = False,
+                        workdir: str | Path | None = None) -> dict:
+    """Score a trained checkpoint on a tier's tasks (see the module docstring for the result).
+
+    The model runs in a fresh sandboxed child (under WORKDIR, else a temporary directory)."""
     from evaluator.harness import DiscoveryLM
 
     started = time.monotonic()
-    lm = DiscoveryLM.from_checkpoint(checkpoint_dir, device=device, batch_size=batch_size, progress=progress)
-    result = evaluate_model(lm, tier, tasks=tasks, limit=limit, cache_dir=cache_dir, progress=progress, hub=hub)
+    lm = DiscoveryLM.from_checkpoint(checkpoint_dir, device=device, batch_size=batch_size, progress=progress,
+                                     workdir=workdir)
+    try:
+        result = evaluate_model(lm, tier, tasks=tasks, limit=limit, cache_dir=cache_dir, progress=progress, hub=hub)
+    finally:
+        lm.close()
     result["wall_s"] = time.monotonic() - started
     return result
 
@@ -186,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tier == "synthetic":
         from evaluator.replicated import evaluate_synthetic
 
-        scores = evaluate_synthetic(Path(args.checkpoint), args.device)
+        scores = evaluate_synthetic(Path(args.checkpoint), args.device,
+                                    cache_dir=Path(args.cache) if args.cache else default_cache_dir())
     else:
         scores = evaluate_checkpoint(args.checkpoint, args.tier, limit=args.limit, tasks=args.tasks,
                                      cache_dir=args.cache, device=args.device, batch_size=args.batch_size, hub=args.hub,

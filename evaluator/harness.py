@@ -11,6 +11,9 @@ the prefix (end-of-text) token; inputs are truncated from the left to `max_lengt
 loglikelihoods use lm-eval's disjoint windows; generation is greedy until a stop string. Unlike HFLM
 no special tokens are ever added by the tokenizer: the prefix token is the only one.
 
+A checkpoint's model runs in a sandboxed child (`trainer.boundary.SandboxedModel`) that returns the
+logits of the positions asked for; every number is computed here.
+
 Checkpoints of recurrent (linear-attention) models have no position limit, so `from_checkpoint`
 evaluates on windows of at least EVAL_LENGTH tokens: long prompts (BoolQ passages, far key-value
 lookups) are not cut to the short training length of a smoke run. `max_length=` overrides it.
@@ -18,12 +21,14 @@ lookups) are not cut to the short training length of a smoke run. `max_length=` 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from evaluator.scoring import greedy_generate, score_continuations
+from evaluator.scoring import gather_from, greedy_generate, score_continuations
 
 EVAL_LENGTH = 1024
 DEFAULT_BATCH_SIZE = 32
@@ -68,7 +73,7 @@ class DiscoveryLM(LM):
     def __init__(self, model=None, tokenizer=None, *, eot_token_id: int | None = None, max_length: int | None = None,
                  batch_size: int | str = DEFAULT_BATCH_SIZE, device: str | torch.device | None = None,
                  prefix_token_id: int | None = None, max_gen_toks: int = 256, dtype: str = "auto",
-                 checkpoint: str | None = None, progress: bool = True, **_ignored):
+                 checkpoint: str | None = None, progress: bool = True, workdir: str | None = None, **_ignored):
         """`model(ids[B, T])` returns logits [B, T, V] or an object with `.logits`; `checkpoint=` loads one
         instead (how lm-eval's CLI builds the model from `--model_args checkpoint=DIR`)."""
         super().__init__()
@@ -76,9 +81,9 @@ class DiscoveryLM(LM):
         if device.type == "cuda" and not torch.cuda.is_available():
             device = torch.device("cpu")  # lm-eval's command line asks for cuda by default, as HFLM falls back
         if checkpoint is not None:
-            model, tokenizer, eot_token_id, max_length, trained_in = _load(checkpoint, device, eot_token_id, max_length)
-            if dtype == "auto" and trained_in == "bfloat16":
-                dtype = "bfloat16"
+            # The child runs the model on the device, in the precision it trained in; logits come back on the CPU.
+            model, tokenizer, eot_token_id, max_length = _load(checkpoint, device, eot_token_id, max_length, workdir)
+            device, dtype = torch.device("cpu"), "float32"
         if model is None or tokenizer is None or eot_token_id is None or max_length is None:
             raise ValueError("give a checkpoint, or a model, tokenizer, eot_token_id and max_length")
         self.model = model.eval() if hasattr(model, "eval") else model
@@ -104,11 +109,21 @@ class DiscoveryLM(LM):
 
     # ---------------------------------------------------------------- model calls
 
+    def close(self) -> None:
+        """Stop the model's sandboxed child, if it has one."""
+        if hasattr(self.model, "close"):
+            self.model.close()
+
     @torch.no_grad()
     def _forward(self, ids: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self._device.type, dtype=torch.bfloat16, enabled=self.autocast):
             out = self.model(ids.to(self._device))
         return out if isinstance(out, torch.Tensor) else out.logits
+
+    def _gather(self, ids: torch.Tensor, slices: list[tuple[int, int]]) -> list[torch.Tensor]:
+        if hasattr(self.model, "gather"):  # a model in a sandboxed child: fetch only the positions needed
+            return self.model.gather(ids, slices)
+        return gather_from(self._forward)(ids, slices)
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         if context == "":
@@ -127,7 +142,7 @@ class DiscoveryLM(LM):
 
     def _score(self, pairs, progress: bool, desc: str) -> list[tuple[float, bool]]:
         return score_continuations(self._forward, pairs, max_length=self.max_length, batch_size=self.batch_size,
-                                   pad_id=self.eot_token_id, progress=progress, desc=desc)
+                                   pad_id=self.eot_token_id, progress=progress, desc=desc, gather=self._gather)
 
     # ---------------------------------------------------------------- lm-eval's interface
 
@@ -170,7 +185,8 @@ class DiscoveryLM(LM):
 
         generated = greedy_generate(self._forward, prompts, max_new_tokens=budgets, max_length=self.max_length,
                                     batch_size=self.batch_size, pad_id=self.eot_token_id, eot_id=self.eot_token_id,
-                                    should_stop=should_stop, progress=self.progress and not disable_tqdm)
+                                    should_stop=should_stop, progress=self.progress and not disable_tqdm,
+                                    gather=self._gather)
         outputs = []
         for ids, until in zip(generated, stops, strict=True):
             text = self.tokenizer.decode(ids)
@@ -180,13 +196,22 @@ class DiscoveryLM(LM):
         return outputs
 
 
-def _load(checkpoint: str, device: torch.device, eot_token_id: int | None, max_length: int | str | None):
-    from trainer.checkpoint import load_checkpoint
-    from trainer.layers import route_fla
+def _load(checkpoint: str, device: torch.device, eot_token_id: int | None, max_length: int | str | None,
+          workdir: str | None):
+    """A checkpoint's model as a sandboxed child (trainer.boundary): its program never runs in this process."""
+    import tempfile
 
-    # fla's kernels serve CUDA tensors only: a CPU evaluation runs the stand-ins, even on a GPU machine.
-    route_fla(use_kernels=None if device.type == "cuda" else False)
-    loaded = load_checkpoint(checkpoint, device=device)
-    eot = loaded.config["eos_token_id"] if eot_token_id is None else eot_token_id
-    length = int(max_length) if max_length else max(int(loaded.config["max_seq_len"]), EVAL_LENGTH)
-    return loaded.model, loaded.tokenizer, eot, length, loaded.config.get("dtype")
+    from tokenizers import Tokenizer
+
+    from trainer.boundary import SandboxedModel
+    from trainer.checkpoint import verify_checkpoint
+
+    config = verify_checkpoint(Path(checkpoint))
+    tokenizer_file = Path(checkpoint) / "tokenizer.json"
+    if not tokenizer_file.exists():
+        raise FileNotFoundError(f"{checkpoint} has no tokenizer.json: it was trained on token ids, not text")
+    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="discovery-eval-"))
+    model = SandboxedModel(Path(checkpoint), workdir=workdir, device=str(device))
+    eot = config["eos_token_id"] if eot_token_id is None else eot_token_id
+    length = int(max_length) if max_length else max(int(config["max_seq_len"]), EVAL_LENGTH)
+    return model, Tokenizer.from_file(str(tokenizer_file)), eot, length

@@ -1,11 +1,13 @@
 """Scores of a replicated experiment: one evaluation per seed's checkpoint, merged into mean ± SE.
 
 Also the `synthetic` tier: a checkpoint trained on the generated tasks (trainer.synthetic) is scored
-on a test set of each task drawn with a seed of its own, never the one validation used during training.
+on a test set of each task drawn with a secret seed of the evaluator's, never the one validation used.
 """
 
 from __future__ import annotations
 
+import secrets
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,23 +17,33 @@ from database.fitness import benchmark_score
 from database.stats import mean_se
 
 SYNTHETIC_TIER = "synthetic"
-TEST_SEED = 20_000  # the synthetic test sets; training validates on trainer.synthetic's own seed
 
 
-def evaluate_synthetic(checkpoint: Path, device: str = "cpu") -> dict:
-    """Per-task accuracy of a synthetic-fidelity checkpoint on freshly generated test sequences."""
-    from trainer.checkpoint import load_checkpoint
+def test_seed(cache_dir: Path) -> int:
+    """The seed of the synthetic test sets: drawn once per evaluator cache, kept where no sandbox can read it,
+    so that no program can generate the test sequences (the generator's code is public) and learn them."""
+    path = Path(cache_dir) / "synthetic-test-seed"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(20_000 + secrets.randbelow(2**31)))
+    return int(path.read_text())
+
+
+def evaluate_synthetic(checkpoint: Path, device: str = "cpu", *, cache_dir: Path, workdir: Path | None = None) -> dict:
+    """Per-task accuracy of a synthetic-fidelity checkpoint on test sequences no run has seen.
+
+    The model answers from a sandboxed child (trainer.boundary); accuracy is computed here.
+    """
+    from trainer.boundary import SandboxedModel
+    from trainer.checkpoint import verify_checkpoint
     from trainer.synthetic import SyntheticTasks, task_accuracies
 
     started = time.monotonic()
-    loaded = load_checkpoint(checkpoint, device=device)
-    tasks = SyntheticTasks(loaded.config["max_seq_len"], eval_seed=TEST_SEED)
-
-    @torch.no_grad()
-    def logits_of(inputs: torch.Tensor) -> torch.Tensor:
-        return torch.cat([loaded.model(batch.to(device)).logits.float().cpu() for batch in inputs.split(64)])
-
-    summary = task_accuracies(tasks, logits_of)
+    config = verify_checkpoint(checkpoint)
+    tasks = SyntheticTasks(config["max_seq_len"], eval_seed=test_seed(cache_dir))
+    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="discovery-eval-"))
+    with SandboxedModel(checkpoint, workdir=workdir, device=device) as model:
+        summary = task_accuracies(tasks, lambda inputs: torch.cat([model(batch) for batch in inputs.split(64)]))
     scores = {name: {"metric": "acc", "value": value, "stderr": None} for name, value in summary["tasks"].items()}
     return {"tier": SYNTHETIC_TIER, "tasks": scores, "average": summary["score"], "recall": summary["recall"],
             "perplexity": None, "examples": {name: tasks.eval_sequences for name in scores},

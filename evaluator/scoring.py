@@ -14,6 +14,17 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
+# (ids [B, T], one [start, end) per row) -> the logits of those positions, one tensor per row. A model in
+# another process (trainer.boundary) sends back only these instead of B x T x V logits.
+Gather = Callable[[torch.Tensor, list[tuple[int, int]]], list[torch.Tensor]]
+
+
+def gather_from(forward: Forward) -> Gather:
+    """A `Gather` that runs the whole forward pass and slices it."""
+    def gather(ids: torch.Tensor, slices: list[tuple[int, int]]) -> list[torch.Tensor]:
+        logits = forward(ids)
+        return [logits[row, start:end] for row, (start, end) in enumerate(slices)]
+    return gather
 
 
 def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
@@ -26,7 +37,7 @@ def pad_right(rows: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
 
 def score_continuations(forward: Forward, pairs: Sequence[tuple[list[int], list[int]]], *, max_length: int,
                         batch_size: int, pad_id: int, progress: bool = False,
-                        desc: str = "loglikelihood") -> list[tuple[float, bool]]:
+                        desc: str = "loglikelihood", gather: Gather | None = None) -> list[tuple[float, bool]]:
     """(sum of the continuation's log-probabilities, whether greedy decoding yields it) for each pair.
 
     As lm-eval's HF model: the model reads (context + continuation) minus its last token, truncated
@@ -44,14 +55,16 @@ def score_continuations(forward: Forward, pairs: Sequence[tuple[list[int], list[
             inputs.setdefault(tuple((context + continuation)[-(max_length + 1):][:-1]), []).append(i)
     order = sorted(inputs, key=lambda key: (-len(key), key))
     results: list[tuple[float, bool]] = [(0.0, True)] * len(pairs)  # an empty continuation is certain
+    gather = gather or gather_from(forward)
     bar = tqdm(total=len(order), desc=desc, disable=not progress, leave=False)
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        logits = forward(pad_right(batch, pad_id))
-        for row, key in enumerate(batch):
-            span = max(len(pairs[i][1]) for i in inputs[key])
-            # Only the positions that predict a continuation go through the softmax.
-            logprobs = F.log_softmax(logits[row, len(key) - span:len(key)].float(), dim=-1).cpu()
+        spans = [max(len(pairs[i][1]) for i in inputs[key]) for key in batch]
+        # Only the positions that predict a continuation are fetched and go through the softmax.
+        slices = [(len(key) - span, len(key)) for key, span in zip(batch, spans, strict=True)]
+        pieces = gather(pad_right(batch, pad_id), slices)
+        for key, span, piece in zip(batch, spans, pieces, strict=True):
+            logprobs = F.log_softmax(piece.float(), dim=-1).cpu()
             for i in inputs[key]:
                 continuation = torch.tensor(pairs[i][1], dtype=torch.long)
                 scores = logprobs[span - len(continuation):]
@@ -67,7 +80,8 @@ def score_continuations(forward: Forward, pairs: Sequence[tuple[list[int], list[
 
 def greedy_generate(forward: Forward, prompts: Sequence[list[int]], *, max_new_tokens: Sequence[int],
                     max_length: int, batch_size: int, pad_id: int, eot_id: int | None,
-                    should_stop: Callable[[int, list[int]], bool], progress: bool = False) -> list[list[int]]:
+                    should_stop: Callable[[int, list[int]], bool], progress: bool = False,
+                    gather: Gather | None = None) -> list[list[int]]:
     """Greedy continuations of each prompt, a batch of prompts at a time.
 
     Each step runs the model over every unfinished sequence (no cache: the model is a plain
@@ -75,15 +89,15 @@ def greedy_generate(forward: Forward, prompts: Sequence[list[int]], *, max_new_t
     A sequence stops at the end-of-text token, at its token budget, or when `should_stop(index,
     generated)` says so (a stop string appeared).
     """
+    gather = gather or gather_from(forward)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: list[list[int]] = [[] for _ in prompts]
     for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress, leave=False):
         active = [i for i in order[start:start + batch_size] if max_new_tokens[i] > 0]
         while active:
             windows = [(prompts[i] + outputs[i])[-max_length:] for i in active]
-            logits = forward(pad_right(windows, pad_id))
-            last = torch.tensor([len(window) - 1 for window in windows])
-            next_ids = logits[torch.arange(len(active)), last].argmax(-1).tolist()
+            last = gather(pad_right(windows, pad_id), [(len(window) - 1, len(window)) for window in windows])
+            next_ids = [int(piece[-1].argmax()) for piece in last]
             still = []
             for i, token in zip(active, next_ids, strict=True):
                 if token == eot_id:

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 from database.worker import CandidateError, run_worker
-from evaluator.evaluate import TIERS, default_cache_dir, evaluate_model
+from evaluator.evaluate import TIERS, default_cache_dir
 from evaluator.replicated import SYNTHETIC_TIER, evaluate_synthetic, merge_evaluations
+from trainer.worker import run_dir
 
 log = logging.getLogger("evaluator")
 
@@ -34,42 +35,41 @@ def tier_of(job: dict, experiment: dict) -> str:
 
 
 def checkpoints_of(experiment: dict) -> list[Path]:
-    """The checkpoint of every training seed (older records name one)."""
+    """The sealed checkpoint of every training seed, found under the run's own checkpoint directory.
+
+    Paths stored in the document only name which seeds exist: a checkpoint is always looked up as
+    RUN_DIR/checkpoints/<index>/seed-<seed>, so no document can point the evaluator elsewhere.
+    """
     train = experiment.get("train") or {}
-    checkpoints = train.get("checkpoints") or ([train["checkpoint"]] if train.get("checkpoint") else [])
-    if not checkpoints:
+    seeds = train.get("seeds") or [0]
+    if not (train.get("checkpoints") or train.get("checkpoint")):
         raise CandidateError(f"experiment #{experiment['index']} has no checkpoint to evaluate (train.checkpoint "
                              "is not set)")
+    home = run_dir() / "checkpoints" / str(int(experiment["index"]))
+    checkpoints = [home / f"seed-{int(seed)}" for seed in seeds]
     for checkpoint in checkpoints:
-        if not (Path(checkpoint) / "config.json").exists():
+        if not (checkpoint / "config.json").exists():
             raise CandidateError(f"experiment #{experiment['index']}: checkpoint {checkpoint} is missing "
                                  "(no config.json there)")
-    return [Path(c) for c in checkpoints]
+    return checkpoints
 
 
-def evaluate_candidate(checkpoint: Path, tier: str, *, limit: int | None, cache_dir: Path, device: str) -> dict:
-    """Load and score a checkpoint, sorting failures into the candidate's and everyone else's."""
-    from evaluator.harness import DiscoveryLM
+def evaluate_candidate(checkpoint: Path, tier: str, *, limit: int | None, cache_dir: Path, device: str,
+                       workdir: Path) -> dict:
+    """Score a checkpoint through a fresh sandboxed model, sorting failures into the candidate's and the rest."""
+    from evaluator.evaluate import evaluate_checkpoint
     from evaluator.tasks import build_tasks
 
-    if tier == SYNTHETIC_TIER:
-        try:
-            return evaluate_synthetic(checkpoint, device)
-        except (ValueError, RuntimeError, FloatingPointError, IndexError, OSError) as err:
-            raise CandidateError(f"evaluation failed: {err}") from err
-    build_tasks(cache_dir, TIERS[tier]["tasks"])  # benchmark data problems are not the candidate's
-    started = time.monotonic()
+    if tier != SYNTHETIC_TIER:
+        build_tasks(cache_dir, TIERS[tier]["tasks"])  # benchmark data problems are not the candidate's
     try:
-        lm = DiscoveryLM.from_checkpoint(checkpoint, device=device, progress=False)
-    except Exception as err:
-        raise CandidateError(f"checkpoint {checkpoint} does not load: {err}") from err
-    try:
-        scores = evaluate_model(lm, tier, limit=limit, cache_dir=cache_dir, progress=False)
-    except (ValueError, RuntimeError, FloatingPointError, IndexError) as err:
-        # A non-finite score (ValueError) or the candidate's program failing inside a forward pass.
+        if tier == SYNTHETIC_TIER:
+            return evaluate_synthetic(checkpoint, device, cache_dir=cache_dir, workdir=workdir)
+        return evaluate_checkpoint(checkpoint, tier, limit=limit, cache_dir=cache_dir, device=device, progress=False,
+                                   workdir=workdir)
+    except (ValueError, RuntimeError, FloatingPointError, IndexError, OSError) as err:
+        # A tampered or broken checkpoint, a non-finite score, or the program failing inside its sandbox.
         raise CandidateError(f"evaluation failed: {err}") from err
-    scores["wall_s"] = time.monotonic() - started
-    return scores
 
 
 async def handle_evaluate(job: dict, client) -> dict:
@@ -82,8 +82,9 @@ async def handle_evaluate(job: dict, client) -> dict:
     limit = (job.get("payload") or {}).get("eval_limit")
     device = os.environ.get("EVALUATOR_DEVICE", "cpu")
     cpu_started = time.process_time()
-    per_seed = [await asyncio.to_thread(evaluate_candidate, checkpoint, tier, limit=limit,
-                                        cache_dir=default_cache_dir(), device=device) for checkpoint in checkpoints]
+    per_seed = [await asyncio.to_thread(evaluate_candidate, checkpoint, tier, limit=limit, cache_dir=default_cache_dir(),
+                                        device=device, workdir=run_dir() / "sandbox" / f"eval-{index}-{job['id'][:8]}-{i}")
+                for i, checkpoint in enumerate(checkpoints)]
     scores = merge_evaluations(per_seed)
     costs = {"cpu_seconds": round(time.process_time() - cpu_started, 3)}
     if device.startswith("cuda"):

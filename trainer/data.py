@@ -147,7 +147,15 @@ class TokenData:
         self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         dtype = np.dtype(self.meta["dtype"])
         self.train = np.memmap(directory / "train.bin", dtype=dtype, mode="r")
-        self.val = np.memmap(directory / "val.bin", dtype=dtype, mode="r")
+        # A training sandbox is shown train.bin alone: its in-run curve then reads the training split's tail
+        # (a claim; the trusted validation loss is measured afterwards, outside it, on val.bin).
+        val = directory / "val.bin"
+        self.val = np.memmap(val, dtype=dtype, mode="r") if val.exists() else self.train[-len(self.train) // 20:]
+
+    @staticmethod
+    def training_files(directory: Path) -> list[Path]:
+        """What a training run may read: everything but the validation split."""
+        return [directory / name for name in ("meta.json", "tokenizer.json", "train.bin")]
 
     @property
     def eos_token_id(self) -> int:

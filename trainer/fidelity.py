@@ -53,6 +53,8 @@ class Fidelity:
     # Wall-clock limit of one training run, and the memory limit of its sandbox.
     timeout_s: int = 900
     memory_mb: int = 6144
+    # Bytes a training child may add to its working directory (checkpoint, compiled kernels, logs).
+    disk_mb: int = 1024
     eval_tier: str = "smoke"
     # Training seeds behind every score at this fidelity (the baseline's too): means with standard errors.
     replicates: int = 1
@@ -92,7 +94,7 @@ CHOICES = {"dtype": ("auto", "float32", "bfloat16")}
 # Fields that must be above zero, or at least zero: `steps=-5` would score an untrained model.
 POSITIVE = {"vocab_size", "hidden_size", "num_layers", "num_heads", "mlp_ratio", "seq_len", "batch_size",
             "micro_batch_size", "steps", "lr", "log_every", "eval_batches", "max_layer_params", "divergence_ratio",
-            "timeout_s", "memory_mb", "replicates"}
+            "timeout_s", "memory_mb", "disk_mb", "replicates"}
 NON_NEGATIVE = {"warmup_steps", "decay_fraction", "min_lr_ratio", "weight_decay", "grad_clip", "eval_every"}
 
 
@@ -141,7 +143,7 @@ FIDELITIES = {
         tie_embeddings=False, dataset="HuggingFaceFW/fineweb-edu:sample-10BT", batch_size=256,
         micro_batch_size=8, steps=28_600, lr=3e-4, warmup_steps=1000, dtype="bfloat16", compile=True,
         log_every=50, eval_every=1000, eval_batches=64, max_layer_params=20_000_000, timeout_s=7 * 24 * 3600,
-        memory_mb=131072, eval_tier="verify",
+        memory_mb=131072, disk_mb=8192, eval_tier="verify",
     ),
 }
 

@@ -17,12 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from database.stats import mean_se
+from trainer.data import TokenData, data_directory
 from trainer.sandbox import SandboxResult, run_sandboxed
+from trainer.train import SYNTHETIC
 
 # Per-seed fields whose mean is the record's value; each also gets `<field>_stats` = {mean, se, per_seed}.
-AVERAGED = ("val_loss", "val_loss_start", "tokens_per_s", "score", "recall")
+AVERAGED = ("val_loss", "val_loss_start", "tokens_per_s", "score", "recall", "claimed_val_loss")
 # Fields that add up over seeds (costs).
-SUMMED = ("wall_s", "train_s", "gpu_s", "cpu_s", "tokens")
+SUMMED = ("wall_s", "train_s", "gpu_s", "cpu_s", "tokens", "judge_s")
 # Fields the same in every seed (the first one's is kept).
 SHARED = ("params", "non_embedding_params", "mixer_params_per_layer", "device", "backend", "threads",
           "peak_memory_mb", "steps_done")
@@ -51,18 +53,26 @@ def sandboxed_training(program: str, fidelity, overrides: dict, *, seed: int, de
                        timeout_s: float | None = None):
     """`python -m trainer.train` on the program in a sandboxed child under WORKDIR: how every candidate trains.
 
-    The data must be prepared in CACHE already (the child may only read it). Returns the `SandboxResult`.
+    The data must be prepared in CACHE already; the child sees its training split only, read-only. Compiled
+    kernels stay in WORKDIR: nothing one candidate writes is read by another's job. Returns the `SandboxResult`.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    (cache / "compile").mkdir(parents=True, exist_ok=True)  # the child may write compiled kernels there, only
     (workdir / "program.py").write_text(program)
     settings = [f"{k}={v}" for k, v in overrides.items()]
     argv = [sys.executable, "-m", "trainer.train", "--program", "program.py", "--fidelity", fidelity.name,
             "--out", ".", "--seed", str(seed), "--cache", str(cache), "--device", device,
             "--no-progress", *(["--set", *settings] if settings else [])]
     return run_sandboxed(argv, workdir=workdir, timeout_s=timeout_s or fidelity.timeout_s,
-                         memory_mb=fidelity.memory_mb, env={"OMP_NUM_THREADS": str(threads)},
-                         writable=[cache / "compile"], cuda=device.startswith("cuda"), stop=stop)
+                         memory_mb=fidelity.memory_mb, disk_mb=fidelity.disk_mb, env={"OMP_NUM_THREADS": str(threads)},
+                         readable=training_files(fidelity, cache),
+                         cuda=device.startswith("cuda"), stop=stop)
+
+
+def training_files(fidelity, cache: Path) -> list[Path]:
+    """The data files a training child may read: the training split, never the validation one."""
+    if fidelity.dataset == SYNTHETIC:
+        return []  # generated in the child
+    return TokenData.training_files(data_directory(cache, fidelity.dataset, fidelity.vocab_size))
 
 
 def train_seeds(program: str, fidelity, overrides: dict, *, seeds: list[int], device: str, cache: Path,

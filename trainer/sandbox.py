@@ -1,22 +1,27 @@
 """Run untrusted programs in a child process with hard limits.
 
-    result = run_sandboxed([sys.executable, "-m", "trainer.train", ...], workdir=..., timeout_s=600,
-                           memory_mb=4096)
+    result = run_sandboxed([sys.executable, "-m", "trainer.train", ...], workdir=..., timeout_s=600, memory_mb=4096)
+    sandbox = spawn_sandboxed([sys.executable, "-m", "a.server"], ..., pipes=True)  # requests on process.stdin,
+    ...                                         # answers on process.stdout (EOF once killed: broken_limit() says why)
+    result = sandbox.close()
 
 Layers of containment, from the outside in:
-- the child starts a new session (its own process group); on the wall-clock limit, or when a monitor
-  sees it exceed its memory or process-count limit, every process of that session gets SIGKILL;
-- its environment is rebuilt from scratch: no inherited secrets (API tokens, LLM keys); the parent makes
-  itself non-dumpable and the child gives up its capabilities, so /proc/PPID/environ is out of reach too;
-- inside, `trainer.sandbox_guard` unshares the network where the kernel allows it, sets address-space,
-  CPU-time, file-size and core limits, and installs an audit hook that refuses network use, writes
-  outside the working directory, reading other processes' /proc entries, forking and starting programs.
-The child writes its answer to WORKDIR/result.json; stdout and stderr go to files there and their
-tails come back in the result with a one-line reason.
+- the kernel jail (`trainer.jail`): own namespaces, no capabilities, a filesystem of only the system, Python,
+  the project's code packages and the paths the caller names; without it the sandbox refuses to start, unless
+  SANDBOX_ISOLATION=weak;
+- a new session, and a monitor thread in the parent that kills every process of the sandbox on the wall-clock
+  limit, too much resident memory, too many processes or threads, or too many bytes written under the writable
+  paths; output relays kill it when stdout or stderr passes its limit. Each is a one-line reason, never a hang;
+- an environment rebuilt from scratch (no API tokens or LLM keys), and a non-dumpable parent;
+- inside, `trainer.sandbox_guard`: address-space, CPU-time, file-size, thread and core limits, no capabilities,
+  and an audit hook that turns plain-Python attempts into friendly errors (nothing relies on it).
+The child writes its answer to WORKDIR/result.json; stdout and stderr go to files there, and their tails come
+back in the result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,14 +29,23 @@ import subprocess
 import sys
 import threading
 import time
+from collections import namedtuple
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from trainer import jail
 
 ROOT = Path(__file__).resolve().parents[1]
 TAIL_CHARS = 4000
 # Variables a child may see from the parent: locale, paths, device selection. Never credentials.
 PASS_THROUGH = ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_HOME",
                 "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
+# Walking the writable paths costs a little, so disk usage is measured less often than memory.
+DISK_CHECK_S = 2.0
+# In the jail the session also holds bwrap itself and the PID namespace's init: not the program's.
+JAIL_HELPERS = 2
+# How long close() lets a program on pipes end by itself once its stdin is closed, before killing it.
+CLOSE_GRACE_S = 2.0
 
 
 @dataclass
@@ -45,6 +59,7 @@ class SandboxResult:
     wall_s: float = 0.0
     peak_memory_mb: float = 0.0
     limits: dict = field(default_factory=dict)
+    isolation: str = ""  # "kernel" (the jail) or "weak" (SANDBOX_ISOLATION=weak)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,34 +94,88 @@ def _protect_from_children() -> None:
         pass
 
 
-def _session_processes(sid: int) -> list[tuple[int, int]]:
-    """(pid, resident kB) of every live process in session `sid` (Linux /proc; empty elsewhere)."""
-    found = []
-    for entry in os.scandir("/proc") if os.path.isdir("/proc") else []:
-        if not entry.name.isdigit():
-            continue
+_Proc = namedtuple("_Proc", "pid ppid sid resident_kb threads zombie")
+
+
+def _scan() -> dict[int, _Proc]:
+    """Every process of the machine as this process's /proc shows it (empty where there is no /proc)."""
+    table, page_kb = {}, os.sysconf("SC_PAGE_SIZE") // 1024
+    for name in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
         try:
-            with open(f"/proc/{entry.name}/stat") as f:
+            with open(f"/proc/{name}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            # fields[3] is the session id; fields[21] is the resident set in pages.
-            if int(fields[3]) == sid and fields[0] != "Z":
-                found.append((int(entry.name), int(fields[21]) * os.sysconf("SC_PAGE_SIZE") // 1024))
+            # fields[1] is the parent, [3] the session id, [17] the thread count, [21] resident pages.
+            table[int(name)] = _Proc(int(name), int(fields[1]), int(fields[3]), int(fields[21]) * page_kb,
+                                     int(fields[17]), fields[0] == "Z")
         except (OSError, IndexError, ValueError):
             continue
-    return found
+    return table
+
+
+def _session_processes(sid: int) -> list[tuple[int, int]]:
+    """(pid, resident kB) of every live process in session `sid` (Linux /proc; empty elsewhere)."""
+    return [(p.pid, p.resident_kb) for p in _scan().values() if p.sid == sid and not p.zombie]
+
+
+def _sandbox_processes(leader: int) -> list[_Proc]:
+    """The live processes of the sandbox led by `leader`: its session, and its descendants, which a
+    process that called setsid() still is (in the jail, orphans are adopted by the namespace's init)."""
+    table = _scan()
+    children: dict[int, list[int]] = {}
+    for p in table.values():
+        children.setdefault(p.ppid, []).append(p.pid)
+    descendants, stack = {leader}, [leader]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in descendants:
+                descendants.add(child)
+                stack.append(child)
+    members = descendants | {p.pid for p in table.values() if p.sid == leader}
+    return [table[pid] for pid in members if pid in table and not table[pid].zombie]
 
 
 def _kill_session(sid: int) -> None:
+    # The process group, then anything that left it (or the session) too.
+    for kill, pid in [(os.killpg, sid), *((os.kill, p.pid) for p in _sandbox_processes(sid))]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Whether our child `pid` is still running, without reaping it: while it is a zombie its pid (the
+    session's id) cannot be reused, so killing by that id never hits a stranger."""
     try:
-        os.killpg(sid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    # Anything that left the process group but not the session goes too.
-    for pid, _ in _session_processes(sid):
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False
+
+
+def _disk_usage(paths: list[Path]) -> int:
+    """Bytes allocated under `paths`, each file or directory counted once and at least 4 kB (its inode):
+    sparse files cost what they use, and a flood of empty files still counts."""
+    seen, total, stack = set(), 0, [str(p) for p in paths]
+    while stack:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += max(info.st_blocks * 512, 4096)
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+    return total
+
+
+def _close_quietly(*streams) -> None:
+    for stream in filter(None, streams):
+        with contextlib.suppress(OSError):  # a write still buffered for a program that is gone
+            stream.close()
 
 
 def _tail(path: Path) -> str:
@@ -131,65 +200,199 @@ def _explain(returncode: int, stderr: str, limits: dict) -> str:
     return f"exited with status {returncode}: {last[:300]}"
 
 
+class SandboxedProcess:
+    """A running sandbox. `process` is the Popen of its outermost process; with pipes=True its stdin and
+    stdout are binary pipes to the program, otherwise stdout goes to WORKDIR/stdout.txt. stderr always
+    goes to WORKDIR/stderr.txt. A monitor thread enforces the limits until the program exits or `close()`
+    is called; when it kills the sandbox, reads from stdout hit EOF and `broken_limit()` says why.
+    """
+
+    def __init__(self, process: subprocess.Popen, workdir: Path, limits: dict, *, isolation: str,
+                 watched: list[Path], sinks: dict, stop: threading.Event | None, poll_s: float):
+        self.process, self.workdir, self.limits, self.isolation = process, workdir, limits, isolation
+        self._helpers = JAIL_HELPERS if isolation == "kernel" else 0
+        self._watched, self._disk_base = watched, _disk_usage(watched)
+        self._stop, self._poll_s = stop, poll_s
+        self._started = time.monotonic()
+        self._closing, self._lock = threading.Event(), threading.Lock()
+        self._reason, self._peak_kb, self._result = None, 0, None
+        self._threads = [threading.Thread(target=self._monitor, name="sandbox-monitor", daemon=True)]
+        for name, sink in sinks.items():
+            source = process.stdout if name == "stdout" else process.stderr
+            self._threads.append(threading.Thread(target=self._relay, args=(name, source, sink), daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def wait(self) -> None:
+        """Block until the program ends by itself or the monitor has killed it for a limit."""
+        self._threads[0].join()
+
+    def broken_limit(self) -> str | None:
+        """Why the monitor killed the sandbox (a limit, or the stop event), or None while it has not."""
+        return self._reason
+
+    def close(self) -> SandboxResult:
+        """Kill every process of the sandbox, wait for them, and collect the tails and result.json."""
+        if self._result is not None:
+            return self._result
+        if self.process.stdin is not None:  # a server ends on EOF: give it a moment to do so
+            _close_quietly(self.process.stdin)
+            deadline = time.monotonic() + CLOSE_GRACE_S
+            while _running(self.process.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        closed_early = _running(self.process.pid)
+        self._closing.set()
+        try:
+            _kill_session(self.process.pid)
+        finally:
+            self.process.wait()
+        deadline = time.monotonic() + 5  # killed processes take a moment to go: none is left when this returns
+        while _sandbox_processes(self.process.pid) and time.monotonic() < deadline:
+            _kill_session(self.process.pid)
+            time.sleep(0.01)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        _close_quietly(self.process.stdin, self.process.stdout, self.process.stderr)
+        self._result = self._collect("stopped: closed by its caller while still running" if closed_early else None)
+        return self._result
+
+    def _break(self, reason: str) -> None:
+        """Record the first reason and kill the sandbox (not once it is reaped: its id may be reused)."""
+        with self._lock:
+            self._reason = self._reason or reason
+        if self.process.returncode is None:
+            _kill_session(self.process.pid)
+
+    def _monitor(self) -> None:
+        next_disk = time.monotonic() + DISK_CHECK_S
+        while not self._closing.is_set() and _running(self.process.pid):
+            reason = self._check()
+            if reason is None and time.monotonic() >= next_disk:
+                reason, next_disk = self._check_disk(), time.monotonic() + DISK_CHECK_S
+            if reason:
+                self._break(reason)
+                return
+            self._closing.wait(self._poll_s)
+
+    def _check(self) -> str | None:
+        members, limits = _sandbox_processes(self.process.pid), self.limits
+        processes = max(0, len(members) - self._helpers)
+        threads = max(0, sum(p.threads for p in members) - self._helpers)
+        resident_kb = sum(p.resident_kb for p in members)
+        self._peak_kb = max(self._peak_kb, resident_kb)
+        if time.monotonic() - self._started > limits["timeout_s"]:
+            return f"timed out: still running after {limits['timeout_s']:.0f} s (wall-clock limit)"
+        if processes > limits["max_processes"]:
+            return f"too many processes: {processes}, over the limit of {limits['max_processes']} (a fork bomb?)"
+        if threads > limits["max_threads"]:
+            return f"too many threads: {threads}, over the limit of {limits['max_threads']}"
+        if resident_kb > limits["memory_mb"] * 1024:
+            return f"out of memory: {resident_kb // 1024} MB resident, over the {limits['memory_mb']} MB limit"
+        if self._stop is not None and self._stop.is_set():
+            return "stopped: the job was cancelled"
+        return None
+
+    def _check_disk(self) -> str | None:
+        grown_mb = (_disk_usage(self._watched) - self._disk_base) / 2**20
+        if grown_mb > self.limits["disk_mb"]:
+            return (f"disk limit: {grown_mb:.0f} MB written under the writable paths, over the "
+                    f"{self.limits['disk_mb']} MB limit")
+        return None
+
+    def _relay(self, name: str, source, sink) -> None:
+        """Copy the program's `name` stream to its file, up to the output limit. The program blocks on
+        a full pipe, so it cannot write faster than this bound is checked."""
+        limit, written = self.limits["output_mb"] * 2**20, 0
+        with sink, contextlib.suppress(OSError, ValueError):  # the pipe closed under it: nothing more to copy
+            while chunk := os.read(source.fileno(), 1 << 16):
+                if written < limit:
+                    sink.write(chunk[:limit - written])
+                written += len(chunk)
+                if written > limit and self._reason is None:
+                    self._break(f"too much output: more than {self.limits['output_mb']} MB on {name}")
+
+    def _collect(self, closed: str | None) -> SandboxResult:
+        returncode, workdir = self.process.returncode, self.workdir
+        stdout, stderr = _tail(workdir / "stdout.txt"), _tail(workdir / "stderr.txt")
+        reason = self._reason or closed or self._check_disk()  # a burst written just before exiting counts too
+        result = None
+        if (workdir / "result.json").exists():
+            try:
+                result = json.loads((workdir / "result.json").read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                reason = reason or f"the program wrote an unreadable result.json: {exc}"
+        ok = reason is None and returncode == 0
+        if not ok and reason is None:
+            reason = _explain(returncode, stderr, self.limits)
+        return SandboxResult(ok=ok, returncode=returncode, reason=reason, stdout_tail=stdout, stderr_tail=stderr,
+                             result=result, wall_s=time.monotonic() - self._started,
+                             peak_memory_mb=self._peak_kb / 1024, limits=self.limits, isolation=self.isolation)
+
+
+def _child(argv: list[str], workdir: Path, env: dict | None, writable: list[Path], readable: list[Path],
+           limits: dict, *, network: bool, cuda: bool, isolation: str) -> tuple[list[str], dict]:
+    """The command line and environment of the sandbox's outermost process."""
+    environment = child_env(workdir, env, writable)
+    # CUDA reserves far more address space than it uses, so GPU children get only the resident-memory monitor.
+    environment.update(SANDBOX_MEMORY_MB="0" if cuda else str(limits["memory_mb"]), SANDBOX_CPU_S=str(limits["cpu_s"]),
+                       SANDBOX_FILE_MB=str(limits["file_mb"]), SANDBOX_NETWORK="1" if network else "0",
+                       SANDBOX_MAX_THREADS=str(limits["max_threads"]), SANDBOX_WORKER_UID=str(os.getuid()))
+    command = [sys.executable, "-m", "trainer.sandbox_guard", str(workdir), *map(str, writable), "--", *argv[1:]]
+    if isolation != "kernel":
+        return command, {**environment, "SANDBOX_PARENT_PID": str(os.getpid())}
+    # bwrap dies with this process itself, and this pid does not exist in its PID namespace.
+    prefix = jail.bwrap_prefix(workdir, writable=writable, readable=readable, cuda=cuda, network=network)
+    return [*prefix, "--", *command], {**environment, "SANDBOX_JAILED": "1"}
+
+
+def spawn_sandboxed(argv: list[str], *, workdir: Path, timeout_s: float, memory_mb: int, env: dict | None = None,
+                    cpu_s: int | None = None, max_processes: int = 64, max_threads: int = 256, file_mb: int = 4096,
+                    disk_mb: int | None = None, output_mb: int = 16, writable: list[Path] | None = None,
+                    readable: list[Path] | None = None, network: bool = False, cuda: bool = False,
+                    pipes: bool = False, stop: threading.Event | None = None, poll_s: float = 0.2) -> SandboxedProcess:
+    """Start `argv` (a Python command: [python, -m, module, ...], [python, script, ...] or [python, -c, code])
+    in the sandbox and return at once; the caller must `close()` it. `disk_mb` bounds the growth of the writable
+    paths (the working directory included); by default twice `file_mb`: one largest file and as much again.
+    Raises jail.SandboxUnavailable when the kernel jail is required and missing."""
+    isolation = jail.isolation()  # before anything exists: a refused sandbox leaves nothing behind
+    workdir = Path(workdir).resolve()
+    writable = [Path(p).resolve() for p in writable or []]
+    for path in [workdir, *writable]:  # the jail binds them, so they must exist
+        path.mkdir(parents=True, exist_ok=True)
+    (workdir / "result.json").unlink(missing_ok=True)
+    (workdir / "stdout.txt").unlink(missing_ok=True)  # with pipes, no stale one is read back
+    cpu_s = cpu_s or int(timeout_s * (os.cpu_count() or 1)) + 60
+    limits = {"timeout_s": timeout_s, "memory_mb": memory_mb, "cpu_s": cpu_s, "max_processes": max_processes,
+              "max_threads": max_threads, "file_mb": file_mb, "disk_mb": disk_mb or 2 * file_mb, "output_mb": output_mb}
+    command, environment = _child(argv, workdir, env, writable, [Path(p).resolve() for p in readable or []], limits,
+                                  network=network, cuda=cuda, isolation=isolation)
+    _protect_from_children()
+    sinks = {name: open(workdir / f"{name}.txt", "wb", buffering=0) for name in ["stderr"] + ["stdout"] * (not pipes)}
+    try:
+        process = subprocess.Popen(command, cwd=workdir, env=environment, stdout=subprocess.PIPE,
+                                   stdin=subprocess.PIPE if pipes else subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   start_new_session=True)
+    except BaseException:
+        _close_quietly(*sinks.values())
+        raise
+    return SandboxedProcess(process, workdir, limits, isolation=isolation, watched=[workdir, *writable], sinks=sinks,
+                            stop=stop, poll_s=poll_s)
+
+
 def run_sandboxed(argv: list[str], *, workdir: Path, timeout_s: float, memory_mb: int, env: dict | None = None,
                   cpu_s: int | None = None, max_processes: int = 64, file_mb: int = 4096,
                   writable: list[Path] | None = None, network: bool = False, cuda: bool = False,
-                  poll_s: float = 0.2, stop: threading.Event | None = None) -> SandboxResult:
-    """Run `argv` (a Python command: [python, -m, module, ...], [python, script, ...] or [python, -c, code]).
-
-    Blocking; call it through `asyncio.to_thread` from async code and set `stop` to kill the child early.
-    """
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    writable = [Path(p).resolve() for p in writable or []]
-    (workdir / "result.json").unlink(missing_ok=True)
-    cpu_s = cpu_s or int(timeout_s * (os.cpu_count() or 1)) + 60
-    limits = {"timeout_s": timeout_s, "memory_mb": memory_mb, "cpu_s": cpu_s, "max_processes": max_processes}
-    environment = child_env(workdir, env, writable)
-    # CUDA reserves far more address space than it uses, so GPU children get only the resident-memory monitor.
-    environment.update(SANDBOX_MEMORY_MB="0" if cuda else str(memory_mb), SANDBOX_CPU_S=str(cpu_s),
-                       SANDBOX_FILE_MB=str(file_mb), SANDBOX_NETWORK="1" if network else "0",
-                       SANDBOX_PARENT_PID=str(os.getpid()))
-    _protect_from_children()
-    command = [sys.executable, "-m", "trainer.sandbox_guard", str(workdir), *map(str, writable), "--", *argv[1:]]
-    started = time.monotonic()
-    peak_kb, reason = 0, None
-    with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
-        process = subprocess.Popen(command, cwd=workdir, env=environment, stdout=out, stderr=err,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-        sid = process.pid
-        try:
-            while process.poll() is None:
-                elapsed = time.monotonic() - started
-                members = _session_processes(sid)
-                resident_kb = sum(kb for _, kb in members)
-                peak_kb = max(peak_kb, resident_kb)
-                if elapsed > timeout_s:
-                    reason = f"timed out: still running after {timeout_s:.0f} s (wall-clock limit)"
-                elif len(members) > max_processes:
-                    reason = f"too many processes: {len(members)}, over the limit of {max_processes} (a fork bomb?)"
-                elif resident_kb > memory_mb * 1024:
-                    reason = f"out of memory: {resident_kb // 1024} MB resident, over the {memory_mb} MB limit"
-                elif stop is not None and stop.is_set():
-                    reason = "stopped: the job was cancelled"
-                if reason:
-                    _kill_session(sid)
-                    break
-                time.sleep(poll_s)
-        finally:
-            # Whatever happens here (including our own cancellation), nothing of the child survives.
-            _kill_session(sid)
-            process.wait()
-    wall = time.monotonic() - started
-    stdout, stderr = _tail(workdir / "stdout.txt"), _tail(workdir / "stderr.txt")
-    result = None
-    if (workdir / "result.json").exists():
-        try:
-            result = json.loads((workdir / "result.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            reason = reason or f"the program wrote an unreadable result.json: {exc}"
-    ok = reason is None and process.returncode == 0
-    if not ok and reason is None:
-        reason = _explain(process.returncode, stderr, limits)
-    return SandboxResult(ok=ok, returncode=process.returncode, reason=reason, stdout_tail=stdout, stderr_tail=stderr,
-                         result=result, wall_s=wall, peak_memory_mb=peak_kb / 1024, limits=limits)
+                  poll_s: float = 0.2, stop: threading.Event | None = None, max_threads: int = 256,
+                  disk_mb: int | None = None, output_mb: int = 16, readable: list[Path] | None = None) -> SandboxResult:
+    """Run `argv` in the sandbox to its end (see `spawn_sandboxed`) and return what happened. Blocking; call
+    it through `asyncio.to_thread` from async code and set `stop` to kill the child early."""
+    sandbox = spawn_sandboxed(argv, workdir=workdir, timeout_s=timeout_s, memory_mb=memory_mb, env=env, cpu_s=cpu_s,
+                              max_processes=max_processes, max_threads=max_threads, file_mb=file_mb, disk_mb=disk_mb,
+                              output_mb=output_mb, writable=writable, readable=readable, network=network, cuda=cuda,
+                              stop=stop, poll_s=poll_s)
+    try:
+        sandbox.wait()
+    finally:
+        # Whatever happens here (including our own cancellation), nothing of the child survives.
+        result = sandbox.close()
+    return result

@@ -1,12 +1,16 @@
 """Runs inside a sandboxed child before the untrusted code: `python -m trainer.sandbox_guard WORKDIR -- ARGS`.
 
 It tightens the process from the inside, while it is still single-threaded: a private network
-namespace where the kernel allows one, resource limits, no capabilities (even as root), the working
-directory, and a Python audit hook that refuses network use, writes outside the working directory
-(and the caches it is given), reading other processes' /proc entries (their environment holds
-secrets), and starting programs other than the compilers GPU kernels need. Then it runs ARGS
-(`-m module ...`, `-c code` or a script) as the main program. Refusals raise PermissionError with
-a message starting "sandbox:".
+namespace where the kernel allows one (unless the jail, `trainer.jail`, made one already), resource
+limits, no capabilities (even as root), the working directory, and a Python audit hook that refuses
+network use, writes outside the working directory (and the caches it is given), reading other
+processes' /proc entries (their environment holds secrets), and starting programs other than the
+compilers GPU kernels need. Then it runs ARGS (`-m module ...`, `-c code` or a script) as the main
+program. Refusals raise PermissionError with a message starting "sandbox:".
+
+The audit hook is only a friendly early error for plain Python: native code (ctypes, C extensions)
+never passes through it, so nothing relies on it. The kernel enforces the boundaries: the jail's
+namespaces and mounts, the limits set here, and the parent's monitor.
 """
 
 from __future__ import annotations
@@ -76,6 +80,31 @@ def drop_capabilities() -> bool:
     return libc.capset(ctypes.byref(header), data) == 0
 
 
+def in_own_user_namespace() -> bool:
+    """Whether this process is in a user namespace other than the initial one (whose map is the identity)."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", str(2**32 - 1)]
+    except OSError:
+        return False
+
+
+def limit_threads(max_threads: int, worker_uid: int | None) -> None:
+    """The kernel's own bound on threads (RLIMIT_NPROC counts every thread and process of the user).
+
+    Only in a user namespace of our own (the jail's, or the one `isolate_network` made), where the count
+    is this sandbox's alone: in the initial one it would count every process of the worker's user too.
+    And not when the worker runs as root (`worker_uid`, its uid outside: bwrap keeps it): the kernel never
+    enforces RLIMIT_NPROC for uid 0, so there the monitor's thread count is the only bound. Set a little
+    above the monitor's limit, so that the monitor's reason ("too many threads") is the one reported.
+    """
+    if not max_threads or worker_uid in (None, 0) or not in_own_user_namespace():
+        return
+    hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    limit = max_threads + 16 if hard == resource.RLIM_INFINITY else min(max_threads + 16, hard)
+    resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+
 def set_limits(memory_mb: int | None, cpu_s: int | None, file_mb: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if memory_mb:
@@ -132,13 +161,18 @@ def main(argv: list[str]) -> None:
         raise SystemExit("usage: python -m trainer.sandbox_guard WORKDIR [WRITABLE...] -- ARGS")
     split = argv.index("--")
     workdir, writable, target = argv[0], argv[1:split], argv[split + 1:]
+    # In the jail, bwrap's --die-with-parent does this (and the parent is outside our PID namespace).
     if sys.platform == "linux" and os.environ.get("SANDBOX_PARENT_PID"):
         die_with_parent(int(os.environ.pop("SANDBOX_PARENT_PID")))
     network = os.environ.pop("SANDBOX_NETWORK", "0") == "1"
+    jailed = os.environ.pop("SANDBOX_JAILED", "0") == "1"  # the jail unshared the network unless asked not to
     limits = [int(os.environ.pop(name, "0") or 0) for name in ("SANDBOX_MEMORY_MB", "SANDBOX_CPU_S", "SANDBOX_FILE_MB")]
-    isolated = network or isolate_network()
+    max_threads = int(os.environ.pop("SANDBOX_MAX_THREADS", "0") or 0)
+    worker_uid = os.environ.pop("SANDBOX_WORKER_UID", "")
+    isolated = network or jailed or isolate_network()
     set_limits(*limits)
     if sys.platform == "linux":
+        limit_threads(max_threads, int(worker_uid) if worker_uid.isdigit() else None)
         drop_capabilities()  # after the limits: lowering a hard limit is allowed, raising one would not be
     os.chdir(workdir)
     os.environ["SANDBOX_NETWORK_ISOLATED"] = "1" if isolated else "0"

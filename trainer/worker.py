@@ -21,9 +21,12 @@ from pathlib import Path
 import torch
 
 from database.worker import CandidateError, Outcome, run_worker
+from trainer.boundary import ModelFailed
 from trainer.fidelity import get_fidelity
-from trainer.replicates import first_failure, merge_runs, train_seeds
+from trainer.judge import LeakFound
+from trainer.replicates import available_cores, first_failure, merge_runs, train_seeds
 from trainer.train import load_data
+from trainer.trusted import ClaimRefuted, check_claim, measure, seal
 
 log = logging.getLogger("trainer")
 MAX_REPAIRS = 2
@@ -59,6 +62,35 @@ def train_job(program: str, payload: dict, device: str, stop: threading.Event, w
                        device=device, cache=cache, workdir=workdir, stop=stop, cores=cores)
 
 
+def seal_and_measure(program: str, fidelity, runs, *, home: Path, workdir: Path, device: str,
+                     stop: threading.Event | None = None, cache: Path | None = None) -> list[dict]:
+    """Blocking: each seed's weights become a sealed checkpoint under HOME, measured by the trusted side.
+
+    The training child's own validation loss (and task accuracies) stay as `claimed_*`; the record's
+    numbers are the parent's. A leak or a model server that fails is the candidate's fault.
+    """
+    data = load_data(fidelity, cache or run_dir() / "cache")
+    shutil.rmtree(home, ignore_errors=True)
+    results = []
+    for seed, sandbox in runs:
+        claimed = dict(sandbox.result or {})
+        try:
+            checkpoint = seal(workdir / f"seed-{seed}" / "checkpoint", home / f"seed-{seed}", program, fidelity,
+                              data, seed=seed, device=device)
+            trusted = measure(checkpoint, fidelity, data, workdir=workdir / f"judge-{seed}", device=device,
+                              threads=int(os.environ.get("TRAINER_THREADS") or available_cores()), stop=stop,
+                              seed=seed)
+            check_claim(claimed.get("val_loss"), trusted["val_loss"])
+        except (LeakFound, ClaimRefuted) as found:
+            raise CandidateError(f"rejected by the trusted re-check of the trained weights (seed {seed}): {found}") \
+                from found
+        except (ModelFailed, ValueError, OSError) as err:
+            raise CandidateError(f"the trained model could not be measured (seed {seed}): {err}") from err
+        claims = {f"claimed_{key}": claimed.get(key) for key in ("val_loss", "score", "recall") if key in claimed}
+        results.append({**claimed, **claims, **trusted, "checkpoint": str(checkpoint)})
+    return results
+
+
 async def handle_train(job: dict, client) -> dict | Outcome:
     index = job["experiment"]
     if index is None:
@@ -91,13 +123,15 @@ async def handle_train(job: dict, client) -> dict | Outcome:
         raise CandidateError(f"training failed: {reason}")
 
     home = run_dir() / "checkpoints" / str(index)
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True, exist_ok=True)
-    checkpoints = []
-    for seed, _ in runs:
-        shutil.move(str(workdir / f"seed-{seed}" / "checkpoint"), home / f"seed-{seed}")
-        checkpoints.append(str(home / f"seed-{seed}"))
+    try:
+        fidelity = get_fidelity(payload.get("fidelity", "smoke"), payload.get("overrides"))
+        results = await asyncio.to_thread(seal_and_measure, experiment["program"], fidelity, runs, home=home,
+                                          workdir=workdir, device=device, stop=stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
     train = merge_runs(results)
+    checkpoints = [r["checkpoint"] for r in results]
     train.update(checkpoint=checkpoints[0], checkpoints=checkpoints)
     extra = {}
     if payload.get("reevaluation") and experiment.get("train"):

@@ -1,4 +1,4 @@
-"""Parent side of the checks: static in-process, dynamic in a sandboxed child.
+"""Parent side of the checks: static in-process, dynamic in a sandboxed child, then the trusted leak check.
 
     report = check_program(source, get_fidelity("smoke"), workdir=Path("runs/default/sandbox/check-7"))
 
@@ -26,10 +26,12 @@ from pathlib import Path
 
 from agent.checks.dynamic import ProbeConfig, check, summarise
 from agent.checks.static import static_check
+from agent.checks.trusted import trusted_leak_check
 from trainer.sandbox import run_sandboxed
 
 TIMEOUT_S = 180.0
 MEMORY_MB = 4096
+DISK_MB = 256  # the checks write a report and nothing else worth keeping
 STDERR_CHARS = 1500
 
 
@@ -48,7 +50,7 @@ def dynamic_check(source: str, fidelity, *, workdir: Path, timeout_s: float = TI
     # No GPU for the checks (they measure CPU behaviour), and one thread each so that timings are comparable.
     env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     sandbox = run_sandboxed(argv, workdir=workdir, timeout_s=timeout_s, memory_mb=memory_mb, env=env,
-                           stop=stop)
+                           disk_mb=DISK_MB, stop=stop)
     report = sandbox.result
     if sandbox.ok and report and "running" not in report:
         return report
@@ -77,6 +79,12 @@ def check_program(source: str, fidelity, workdir: Path, **options) -> dict:
                 "warnings": list(static["warnings"]), "params_per_layer": None,
                 "seconds": round(time.monotonic() - started, 3), "fidelity": fidelity.name, "reason": None}
     dynamic = dynamic_check(source, fidelity, workdir=workdir, **options)
+    if dynamic["ok"]:
+        # The verdict that counts: causality judged in this process from the logits of a sandboxed model.
+        trusted = trusted_leak_check(source, fidelity, workdir=Path(workdir) / "trusted", stop=options.get("stop"))
+        dynamic = {**dynamic, "checks": [*dynamic["checks"], trusted]}
+        if not trusted["ok"]:
+            dynamic.update(ok=False, failed=[*dynamic["failed"], trusted["name"]])
     warnings = [*static["warnings"], *(c["detail"] for c in dynamic["checks"] if c.get("warning"))]
     return {**dynamic, "static": static, "warnings": warnings, "seconds": round(time.monotonic() - started, 3),
             "fidelity": fidelity.name, "reason": dynamic.get("reason")}

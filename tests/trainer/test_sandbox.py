@@ -15,20 +15,36 @@ from pathlib import Path
 
 import pytest
 
+import trainer.sandbox
 from trainer.sandbox import _session_processes, run_sandboxed
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox's monitor reads Linux /proc")
 
-# Every hostile program first records its pid: the guard runs the code in the child itself, whose
-# pid is the id of the session every process it starts belongs to.
+# Every hostile program first writes its pid: the mark that it started running. (In the kernel jail
+# that pid is its number inside its own PID namespace, not the session's id.)
 PROLOGUE = "import os\nopen('pid', 'w').write(str(os.getpid()))\n"
+# The id of every sandbox session started in the current test: the pid of its outermost process.
+SESSIONS: list[int] = []
+
+
+@pytest.fixture(autouse=True)
+def record_sessions(monkeypatch):
+    spawn = trainer.sandbox.spawn_sandboxed
+
+    def recording(*args, **kwargs):
+        sandbox = spawn(*args, **kwargs)
+        SESSIONS.append(sandbox.process.pid)
+        return sandbox
+
+    SESSIONS.clear()
+    monkeypatch.setattr(trainer.sandbox, "spawn_sandboxed", recording)
 
 
 def sandboxed(code: str, workdir: Path, **limits):
     limits = {"timeout_s": 20, "memory_mb": 2000, **limits}
     result = run_sandboxed([sys.executable, "-c", PROLOGUE + textwrap.dedent(code)], workdir=workdir, **limits)
-    pid_file = workdir / "pid"
-    return result, int(pid_file.read_text()) if pid_file.exists() else None
+    assert (workdir / "pid").exists(), f"the program never started: {result.reason}\n{result.stderr_tail}"
+    return result, SESSIONS[-1]
 
 
 def assert_nothing_survives(sid: int | None) -> None:
@@ -167,19 +183,25 @@ def test_the_parents_secrets_stay_out_of_reach(tmp_path, monkeypatch):
     assert "API_TOKEN" not in result.result and "OPENAI_API_KEY" not in result.result
     assert "s3cret" not in json.dumps(result.result)
     assert result.result["HOME"] == str((tmp_path / "python").resolve())
-    assert result.reason == (f"refused by the sandbox: reading another process's /proc/{os.getpid()}/environ "
-                             "is not allowed")
-    # Below the audit hook: libc's open and read of the same file find nothing either.
-    result, _ = sandboxed("""
+    # (In the kernel jail the parent is bwrap's init: the worker is outside the PID namespace.)
+    assert result.reason.startswith("refused by the sandbox: reading another process's /proc/")
+    assert result.reason.endswith("/environ is not allowed")
+    # Below the audit hook: libc's open and read of the parent's file, and of this process's (the worker's,
+    # by its pid on the host), find no secret.
+    result, _ = sandboxed(f"""
         import ctypes, json
         libc = ctypes.CDLL(None, use_errno=True)
-        buffer = ctypes.create_string_buffer(1 << 16)
-        fd = libc.open(f"/proc/{os.getppid()}/environ".encode(), os.O_RDONLY)
-        size = libc.read(fd, buffer, len(buffer)) if fd >= 0 else -1
-        json.dump({"fd": fd, "read": buffer.raw[:max(size, 0)].decode("latin-1")}, open("result.json", "w"))
+        found = {{}}
+        for pid in (os.getppid(), {os.getpid()}):
+            buffer = ctypes.create_string_buffer(1 << 16)
+            fd = libc.open(f"/proc/{{pid}}/environ".encode(), os.O_RDONLY)
+            size = libc.read(fd, buffer, len(buffer)) if fd >= 0 else -1
+            found[pid] = {{"fd": fd, "read": buffer.raw[:max(size, 0)].decode("latin-1")}}
+        json.dump(found, open("result.json", "w"))
     """, tmp_path / "ctypes")
     assert result.ok
-    assert result.result["fd"] == -1 and "s3cret" not in result.result["read"]
+    assert result.result[str(os.getpid())]["fd"] == -1
+    assert "s3cret" not in json.dumps(result.result)
     assert_nothing_survives(sid)
 
 
@@ -203,18 +225,22 @@ def test_other_services_secrets_stay_out_of_reach(tmp_path):
 
 
 def test_a_child_dies_with_the_process_that_started_it(tmp_path):
+    workdir = tmp_path / "work"
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from trainer.sandbox import run_sandboxed
+        from trainer.sandbox import spawn_sandboxed
         code = {PROLOGUE!r} + "import time\\ntime.sleep(120)\\n"
-        run_sandboxed([sys.executable, "-c", code], workdir=Path({str(tmp_path)!r}), timeout_s=120, memory_mb=500)
+        sandbox = spawn_sandboxed([sys.executable, "-c", code], workdir=Path({str(workdir)!r}), timeout_s=120,
+                                  memory_mb=500)
+        Path({str(tmp_path / "sid")!r}).write_text(str(sandbox.process.pid))
+        sandbox.process.wait()
     """)], cwd=Path(__file__).resolve().parents[2])
     try:
         deadline = time.monotonic() + 30
-        while not (tmp_path / "pid").exists() and time.monotonic() < deadline:
+        while not (workdir / "pid").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        sid = int((tmp_path / "pid").read_text())
+        sid = int((tmp_path / "sid").read_text())
         assert _session_processes(sid)
     finally:
         parent.send_signal(signal.SIGKILL)

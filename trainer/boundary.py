@@ -1,0 +1,230 @@
+"""The boundary between trusted code and a candidate program: a model server in a sandboxed child.
+
+    with SandboxedModel(model_dir, workdir=..., device="cpu") as model:
+        logits = model(ids)                             # [B, T, V] float32
+        pieces = model.gather(ids, [(3, 7), (0, 5)])    # the logits of chosen positions, row by row
+
+The child (`python -m trainer.boundary MODEL_DIR`) imports the program, builds the LM that
+MODEL_DIR/config.json describes, loads MODEL_DIR/model.safetensors (or, for the engineer's checks,
+initialises the weights from the config's `init_seed`) and answers requests: token ids in, logits
+out. It never sees labels, data files or scores. The parent, with none of the program's code loaded,
+chooses every input and computes every number from the logits (loss, accuracy, causality:
+`trainer.judge`). Whatever the program patches inside the child, all it can change is the logits
+of inputs it is shown, and the parent checks those for leaks.
+
+Frames go both ways as: an 8-byte little-endian header length, a JSON header, the raw payload.
+    request    {"shape": [B, T], "slices": [[start, end], ...] or null, "train": bool, "grad": bool} + int64 ids
+    response   {"shape": [...]} + float32 logits, or {"error": "..."} with no payload
+A child that answers a malformed frame or a wrong shape, fails a request or dies makes the parent
+raise `ModelFailed` with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import sys
+from pathlib import Path
+
+import torch
+
+HEADER = struct.Struct("<Q")
+MAX_HEADER_BYTES = 1 << 20
+MAX_REPLY_BYTES = 4 << 30
+
+
+class ModelFailed(RuntimeError):
+    """The candidate's model server failed a request, broke the protocol, or died."""
+
+
+def write_frame(stream, header: dict, payload: bytes = b"") -> None:
+    encoded = json.dumps(header).encode()
+    stream.write(HEADER.pack(len(encoded)) + encoded)
+    stream.write(payload)
+    stream.flush()
+
+
+def _read_exactly(stream, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            raise EOFError(f"the stream ended {left} bytes short of a frame")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_header(stream) -> dict | None:
+    """The next frame's header; None at a clean end of stream."""
+    prefix = stream.read(HEADER.size)
+    if not prefix:
+        return None
+    if len(prefix) < HEADER.size:
+        prefix += _read_exactly(stream, HEADER.size - len(prefix))
+    (length,) = HEADER.unpack(prefix)
+    if length > MAX_HEADER_BYTES:
+        raise ValueError(f"a frame header of {length} bytes is over the {MAX_HEADER_BYTES} byte limit")
+    header = json.loads(_read_exactly(stream, length))
+    if not isinstance(header, dict):
+        raise ValueError("a frame header must be a JSON object")
+    return header
+
+
+# ------------------------------------------------------------------ parent side (trusted)
+
+class SandboxedModel:
+    """Logits of a candidate's model, computed in a fresh sandboxed child; usable as a `forward`."""
+
+    def __init__(self, model_dir: Path, *, workdir: Path, device: str = "cpu", timeout_s: float = 1800,
+                 memory_mb: int = 8192, threads: int | None = None, stop=None):
+        self.model_dir, self.workdir, self.device = Path(model_dir).resolve(), Path(workdir), device
+        self.vocab_size = int(json.loads((self.model_dir / "config.json").read_text())["lm"]["vocab_size"])
+        # The server writes nothing of its own; room for compiled kernels and logs only.
+        self.options = {"timeout_s": timeout_s, "memory_mb": memory_mb, "disk_mb": 512, "stop": stop}
+        self.threads = threads or len(os.sched_getaffinity(0))  # default: every core this process may use
+        self.sandbox = None
+        self.result = None
+
+    def start(self) -> SandboxedModel:
+        from trainer.sandbox import spawn_sandboxed
+
+        argv = [sys.executable, "-m", "trainer.boundary", str(self.model_dir), "--device", self.device]
+        env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        if not self.device.startswith("cuda"):
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        self.sandbox = spawn_sandboxed(argv, workdir=self.workdir, env=env, readable=[self.model_dir], pipes=True,
+                                       cuda=self.device.startswith("cuda"), **self.options)
+        return self
+
+    def __enter__(self) -> SandboxedModel:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self):
+        if self.sandbox is not None and self.result is None:
+            for stream in (self.sandbox.process.stdin, self.sandbox.process.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            self.result = self.sandbox.close()
+        return self.result
+
+    def _failure(self, what: str) -> ModelFailed:
+        """Why the child stopped answering: a broken limit, its last error line, or `what`."""
+        reason = self.sandbox.broken_limit() if self.sandbox else None
+        if reason is None and self.sandbox is not None:
+            result = self.close()
+            reason = result.reason if result and not result.ok else None
+            tail = (result.stderr_tail.strip().splitlines() or [""])[-1] if result else ""
+            reason = reason or (tail[:300] or None)
+        return ModelFailed(f"the model server {what}" + (f": {reason}" if reason else ""))
+
+    def request(self, ids: torch.Tensor, slices: list[tuple[int, int]] | None = None, *, train: bool = False,
+                grad: bool = False) -> torch.Tensor:
+        """Logits [B, T, V] for ids [B, T], or [sum of slice lengths, V] for the rows' slices."""
+        if self.sandbox is None:
+            self.start()
+        ids = ids.to(torch.int64).contiguous().cpu()
+        if ids.dim() != 2:
+            raise ValueError(f"ids must be [batch, length], got shape {tuple(ids.shape)}")
+        if slices is not None:
+            if len(slices) != len(ids) or any(not 0 <= s < e <= ids.shape[1] for s, e in slices):
+                raise ValueError("one slice [start, end) within the row per row is needed")
+            expected = [sum(e - s for s, e in slices), self.vocab_size]
+        else:
+            expected = [*ids.shape, self.vocab_size]
+        header = {"shape": list(ids.shape), "slices": [list(map(int, s)) for s in slices] if slices else None,
+                  "train": bool(train), "grad": bool(grad)}
+        process = self.sandbox.process
+        try:
+            write_frame(process.stdin, header, ids.numpy().tobytes())
+            reply = read_header(process.stdout)
+            if reply is None:
+                raise EOFError("no reply")
+            if "error" in reply:
+                raise ModelFailed(f"the model failed on a batch of shape {list(ids.shape)}: {reply['error']}")
+            if reply.get("shape") != expected:
+                raise ModelFailed(f"the model server answered logits of shape {reply.get('shape')}, "
+                                  f"expected {expected}")
+            size = 4 * int(torch.tensor(expected).prod())
+            if size > MAX_REPLY_BYTES:
+                raise ModelFailed(f"a reply of {size} bytes is over the {MAX_REPLY_BYTES} byte limit")
+            payload = _read_exactly(process.stdout, size)
+        except (OSError, EOFError, ValueError) as err:
+            raise self._failure(f"stopped answering ({err})") from err
+        return torch.frombuffer(bytearray(payload), dtype=torch.float32).view(*expected)
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.request(ids)
+
+    def gather(self, ids: torch.Tensor, slices: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """The logits of positions [start, end) of each row, one tensor per row."""
+        flat = self.request(ids, slices)
+        return list(flat.split([e - s for s, e in slices]))
+
+
+# ------------------------------------------------------------------ child side (runs the program)
+
+def _build(model_dir: Path, device: str):
+    from trainer.checkpoint import load_checkpoint
+    from trainer.layers import load_layer_class, route_fla
+    from trainer.model import LM, LMConfig
+
+    route_fla(use_kernels=None if device.startswith("cuda") else False)
+    config = json.loads((model_dir / "config.json").read_text())
+    if (model_dir / "model.safetensors").exists():
+        return load_checkpoint(model_dir, device=device).model, config
+    torch.manual_seed(int(config.get("init_seed", 0)))
+    layer = load_layer_class((model_dir / "program.py").read_text(), name="program")
+    return LM(LMConfig.from_dict(config["lm"]), layer).to(device), config
+
+
+def _answer(model, header: dict, payload: bytes, device: str, autocast: bool) -> torch.Tensor:
+    ids = torch.frombuffer(bytearray(payload), dtype=torch.int64).view(*header["shape"]).to(device)
+    model.train(bool(header.get("train")))
+    with torch.set_grad_enabled(bool(header.get("grad"))), \
+            torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
+        out = model(ids)
+    logits = (out if isinstance(out, torch.Tensor) else out.logits).detach().float().cpu()
+    if header.get("slices"):
+        logits = torch.cat([logits[row, start:end] for row, (start, end) in enumerate(header["slices"])])
+    return logits.contiguous()
+
+
+def serve(model_dir: Path, device: str) -> None:
+    # The protocol keeps private copies of stdin and stdout; the program's prints go to stderr instead.
+    requests, replies = os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "wb")
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    os.dup2(2, 1)
+    model, config = _build(model_dir, device)
+    # bfloat16 on CUDA (fla's fused kernels refuse float32), and wherever the model trained in it.
+    autocast = config.get("dtype") == "bfloat16" or device.startswith("cuda")
+    while (header := read_header(requests)) is not None:
+        count = 1
+        for size in header["shape"]:
+            count *= int(size)
+        payload = _read_exactly(requests, 8 * count)
+        try:
+            logits = _answer(model, header, payload, device, autocast)
+        except Exception as err:  # the candidate's failure: reported to the parent, which decides
+            write_frame(replies, {"error": f"{type(err).__name__}: {err}"[:2000]})
+            continue
+        write_frame(replies, {"shape": list(logits.shape)}, logits.numpy().tobytes())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve a candidate model's logits over stdin/stdout.")
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    serve(args.model_dir, args.device)
+
+
+if __name__ == "__main__":
+    main()
