@@ -17,6 +17,7 @@ import asyncio
 import logging
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from pydantic import Field
@@ -26,6 +27,7 @@ from agent.checks import check_program, check_summary
 from agent.debugger import OfflineFix, debugger_llm, mutation_fix, propose_fix
 from agent.llm import BudgetExceeded, LLMOutputError, tokens_used
 from database.worker import CandidateError, Outcome
+from trainer.checkpoint import sha256
 from trainer.fidelity import get_fidelity
 
 log = logging.getLogger("engineer")
@@ -43,6 +45,12 @@ class EngineerSettings(BaseSettings):
     memory_mb: int = 4096
     # Shared by every service, so it keeps its own name rather than the ENGINEER_ prefix.
     run_dir: Path = Field(default=Path("runs/default"), validation_alias="RUN_DIR")
+
+
+def program_version(program: str, description: str | None, author: str) -> dict:
+    """One entry of an experiment's `versions`: what a program was, who wrote it and what it was meant to do."""
+    return {"sha256": sha256(program), "program": program, "description": description or "", "author": author,
+            "at": time.time()}
 
 
 async def _check(program: str, fidelity, workdir: Path, settings: EngineerSettings) -> dict:
@@ -139,7 +147,11 @@ async def handle_engineer(job: dict, client, *, llm=None, offline_fix: OfflineFi
         fixed_report = await checked(fix.program)
         attempts.append({**record, "ok": bool(fixed_report["ok"]), "summary": check_summary(fixed_report)})
         if fixed_report["ok"]:
-            await store(program=fix.program, check=fixed_report, status="checked", attempts=attempts)
+            versions = [*(experiment.get("versions") or [program_version(experiment["program"],
+                                                                         experiment.get("motivation"), "researcher")]),
+                        program_version(fix.program, fix.explanation, "debugger")]
+            await store(program=fix.program, check=fixed_report, status="checked", attempts=attempts,
+                        versions=versions)
             log.info("experiment %s repaired on attempt %d: %s", index, attempt + 1, fix.explanation)
             return _to_train(job, index, {"experiment": index, "ok": True, "repaired": True, "attempts": attempt + 1,
                                           "summary": check_summary(fixed_report)})

@@ -107,6 +107,8 @@ class ExperimentUpdate(Strict):
     attempts: list[dict[str, Any]] | None = None
     # Earlier results replaced by a re-evaluation with fresh seeds, kept for the record.
     history: list[dict[str, Any]] | None = None
+    # Every program the experiment has had, each with its sha256 and its own description (debugger repairs).
+    versions: list[dict[str, Any]] | None = None
     # Why a result too good to believe was held out of the pool and re-run (agent.quarantine).
     quarantine: dict[str, Any] | None = None
     costs: Costs | None = None

@@ -26,7 +26,7 @@ AVERAGED = ("val_loss", "val_loss_start", "tokens_per_s", "score", "recall", "cl
 # Fields that add up over seeds (costs).
 SUMMED = ("wall_s", "train_s", "gpu_s", "cpu_s", "tokens", "judge_s")
 # Fields the same in every seed (the first one's is kept).
-SHARED = ("params", "non_embedding_params", "mixer_params_per_layer", "device", "backend", "threads",
+SHARED = ("program_sha256", "params", "non_embedding_params", "mixer_params_per_layer", "device", "backend", "threads",
           "peak_memory_mb", "steps_done")
 
 

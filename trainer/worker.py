@@ -22,6 +22,7 @@ import torch
 
 from database.worker import CandidateError, Outcome, run_worker
 from trainer.boundary import ModelFailed
+from trainer.checkpoint import sha256
 from trainer.fidelity import get_fidelity
 from trainer.judge import LeakFound
 from trainer.replicates import available_cores, first_failure, merge_runs, train_seeds
@@ -87,7 +88,9 @@ def seal_and_measure(program: str, fidelity, runs, *, home: Path, workdir: Path,
         except (ModelFailed, ValueError, OSError) as err:
             raise CandidateError(f"the trained model could not be measured (seed {seed}): {err}") from err
         claims = {f"claimed_{key}": claimed.get(key) for key in ("val_loss", "score", "recall") if key in claimed}
-        results.append({**claimed, **claims, **trusted, "checkpoint": str(checkpoint)})
+        # The numbers belong to this version of the program: a later repair replaces them, never joins them.
+        results.append({**claimed, **claims, **trusted, "checkpoint": str(checkpoint),
+                        "program_sha256": sha256(program)})
     return results
 
 

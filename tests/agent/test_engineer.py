@@ -14,6 +14,7 @@ from agent.debugger import Fix
 from agent.engineer import check_summary, handle_engineer
 from agent.llm import BudgetExceeded, LLMOutputError
 from database.worker import CandidateError, run_one
+from trainer.checkpoint import sha256
 from trainer.layers import seed_program
 
 BROKEN = "import os\n" + seed_program()  # a forbidden import: fails in the static checks
@@ -90,6 +91,10 @@ async def test_a_broken_program_is_replaced_by_a_fix_that_passes(api_client):
     [attempt] = stored["attempts"]
     assert attempt["stage"] == "check" and attempt["ok"] and attempt["fix"] == "scripted fix 1"
     assert "import of 'os'" in attempt["error"]
+    # Both programs are on record, each with its hash and its own description.
+    original, repaired = stored["versions"]
+    assert original["program"] == BROKEN and original["author"] == "researcher"
+    assert repaired["sha256"] == sha256(seed_program()) and repaired["description"] == "scripted fix 1"
 
 
 async def test_a_program_whose_fixes_fail_is_marked_failed_with_the_reason(api_client):
