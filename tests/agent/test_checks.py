@@ -50,11 +50,11 @@ def test_seed_passes_every_check_in_the_sandbox(tmp_path):
     assert report["failed"] == [] and report["flagged"] == [] and report["warnings"] == []
     names = [c["name"] for c in report["checks"]]
     assert names == ["load", "construct", "params", "forward", "finite", "gradients", "causality", "batch", "lm_step",
-                     "cost_growth"]
+                     "cost_growth", "trusted_causality"]
     assert all(c["ok"] for c in report["checks"])
     assert 0 < report["params_per_layer"] <= SMOKE.max_layer_params
     assert named(report, "cost_growth")["exponent"] < 1.6
-    assert check_summary(report).startswith("passed 10 checks")
+    assert check_summary(report).startswith("passed 11 checks")
     assert json.loads(json.dumps(report)) == report  # stored as JSON on the experiment
 
 

@@ -144,11 +144,13 @@ def test_a_checkpoint_trained_in_bfloat16_is_evaluated_in_it_on_a_cpu(tiny_token
     request = instances("loglikelihood", [("tea 4 , sun 7 , tea", " 4")])
     for trained_in in ("bfloat16", "float32"):
         directory = save_checkpoint(tmp_path / trained_in, model, program, tiny_tokenizer, dtype=trained_in)
-        lm = DiscoveryLM.from_checkpoint(directory, progress=False)
-        assert lm.autocast == (trained_in == "bfloat16")
-        if trained_in == "bfloat16":
-            [(logprob, _)] = lm.loglikelihood(request)
-            assert logprob < 0
-        else:
-            with pytest.raises(RuntimeError, match="BFloat16|dtype"):
-                lm.loglikelihood(request)
+        lm = DiscoveryLM.from_checkpoint(directory, progress=False, workdir=str(tmp_path / f"work-{trained_in}"))
+        try:
+            if trained_in == "bfloat16":  # the sandboxed child runs it under the autocast it trained with
+                [(logprob, _)] = lm.loglikelihood(request)
+                assert logprob < 0
+            else:
+                with pytest.raises(RuntimeError, match="BFloat16|dtype"):
+                    lm.loglikelihood(request)
+        finally:
+            lm.close()
