@@ -6,9 +6,11 @@
 
 The sample is `random.Random(0).sample(range(106), 20)` over `../shared/asi-arch/architectures_106.json`.
 Each program trains in its own sandboxed child (`trainer.replicates.sandboxed_training`, around
-`python -m trainer.train`), exactly as the trainer worker runs candidates, on the CPU stand-ins for fla.
-Prints one row per program as it finishes (position in the file, name, status, validation loss
-start -> end, seconds, reason), then totals. Exit status 0 when every program trained.
+`python -m trainer.train`), exactly as the trainer worker runs candidates, on the CPU stand-ins for fla,
+and its weights are then sealed and measured by the trusted side (`trainer.worker.seal_and_measure`)
+as a candidate's are. Prints one row per program as it finishes (position in the file, name, status,
+validation loss start -> end as the trusted side measures it, the run's own claim, seconds, reason),
+then totals. Exit status 0 when every program trained.
 
 Training runs under bfloat16 autocast by default (`dtype=bfloat16`), the precision the programs were
 written for: ASI-Arch trained them so on GPUs, and about a third cast tensors to bfloat16 themselves,
@@ -30,9 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from database.worker import CandidateError  # noqa: E402
 from trainer.fidelity import get_fidelity, parse_overrides  # noqa: E402
 from trainer.replicates import sandboxed_training  # noqa: E402
 from trainer.train import load_data  # noqa: E402
+from trainer.worker import seal_and_measure  # noqa: E402
 
 DEFAULT_PATH = ROOT.parent / "shared" / "asi-arch" / "architectures_106.json"
 SAMPLE_SEED, SAMPLE_SIZE = 0, 20
@@ -51,9 +55,17 @@ def train_one(position: int, entry: dict, fidelity, overrides: dict, cache: Path
     result = sandbox.result or {}
     ok = sandbox.ok and result.get("status") == "ok"
     reason = None if ok else (result.get("reason") or sandbox.reason or "no result")
+    claimed = result.get("val_loss")
+    if ok:
+        try:
+            [result] = seal_and_measure(entry["program"], fidelity, [(0, sandbox)], home=workdir / "sealed",
+                                        workdir=workdir, device="cpu", cache=cache)
+        except CandidateError as err:
+            ok, reason = False, str(err)
     return {"position": position, "index": entry.get("index"), "name": entry["name"],
             "status": "ok" if ok else (result.get("status") or "failed"),
-            "val_loss_start": result.get("val_loss_start"), "val_loss": result.get("val_loss"),
+            "val_loss_start": result.get("val_loss_start"), "val_loss": result.get("val_loss") if ok else None,
+            "claimed_val_loss": claimed, "judge_s": result.get("judge_s"),
             "seconds": round(time.monotonic() - started, 1), "reason": reason,
             "traceback": result.get("traceback") or (None if ok else sandbox.stderr_tail[-3000:])}
 
@@ -65,7 +77,8 @@ def _loss(value) -> str:
 def row(r: dict) -> str:
     losses = f"{_loss(r['val_loss_start'])} -> {_loss(r['val_loss'])}"
     reason = (r["reason"] or "").splitlines()[0][:90] if r["reason"] else ""
-    return f"{r['position']:>4} {r['name'][:40]:<40} {r['status']:<7} {losses:<16} {r['seconds']:>7.1f}  {reason}"
+    return (f"{r['position']:>4} {r['name'][:40]:<40} {r['status']:<7} {losses:<16} {_loss(r['claimed_val_loss']):>7} "
+            f"{r['seconds']:>7.1f}  {reason}")
 
 
 def run(path: Path, *, jobs: int, fidelity_name: str, overrides: dict, cache: Path, timeout_s: float | None,
@@ -76,10 +89,11 @@ def run(path: Path, *, jobs: int, fidelity_name: str, overrides: dict, cache: Pa
     timeout_s = timeout_s or fidelity.timeout_s
     load_data(fidelity, cache)  # tokenise once, outside the sandboxes, which only read it
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    os.environ.setdefault("TRAINER_THREADS", str(threads))  # the trusted measurement's model server too
     print(f"training {len(positions)} published programs from {path} at fidelity {fidelity.name} "
           f"({fidelity.steps} steps, overrides {overrides or 'none'}), {jobs} at a time, {threads} threads each",
           file=out, flush=True)
-    print(f"{'#':>4} {'name':<40} {'status':<7} {'val loss':<16} {'s':>7}  reason", file=out, flush=True)
+    print(f"{'#':>4} {'name':<40} {'status':<7} {'val loss':<16} {'claim':>7} {'s':>7}  reason", file=out, flush=True)
     started = time.monotonic()
     results = []
     with tempfile.TemporaryDirectory(prefix="published-smoke-") as scratch, ThreadPoolExecutor(jobs) as pool:

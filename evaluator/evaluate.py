@@ -111,7 +111,7 @@ def run_task(lm, task, manager, limit: int | None) -> tuple[dict, int]:
 def evaluate_model(lm, tier: str = "smoke", *, tasks: list[str] | None = None, limit: int | None = None,
                    cache_dir: str | Path | None = None, progress: bool = True, hub: bool = False) -> dict:
     """Score an lm-eval model (a `DiscoveryLM` or any `lm_eval.api.model.LM`) on a tier's tasks."""
-    from tqdm import tqdm
+    from trainer.progress import progress as progress_bar
 
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}; choose one of {sorted(TIERS)}")
@@ -127,7 +127,7 @@ def evaluate_model(lm, tier: str = "smoke", *, tasks: list[str] | None = None, l
     with quiet_libraries():
         manager = task_manager(names, cache_dir, hub)
         loaded = manager.load(names)["tasks"]  # every dataset is read before the first model call
-        bar = tqdm(names, desc="benchmarks", unit="task", disable=not progress)
+        bar = progress_bar(names, desc="benchmarks", unit="task", disable=not progress)
         for name in bar:
             bar.set_postfix_str(name)
             tick = time.monotonic()

@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+
+from trainer.progress import progress as progress_bar
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 # (ids [B, T], one [start, end) per row) -> the logits of those positions, one tensor per row. A model in
@@ -56,7 +57,7 @@ def score_continuations(forward: Forward, pairs: Sequence[tuple[list[int], list[
     order = sorted(inputs, key=lambda key: (-len(key), key))
     results: list[tuple[float, bool]] = [(0.0, True)] * len(pairs)  # an empty continuation is certain
     gather = gather or gather_from(forward)
-    bar = tqdm(total=len(order), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=len(order), desc=desc, disable=not progress, leave=False)
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         spans = [max(len(pairs[i][1]) for i in inputs[key]) for key in batch]
@@ -92,7 +93,7 @@ def greedy_generate(forward: Forward, prompts: Sequence[list[int]], *, max_new_t
     gather = gather or gather_from(forward)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: list[list[int]] = [[] for _ in prompts]
-    for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress, leave=False):
+    for start in progress_bar(range(0, len(order), batch_size), desc="generate", disable=not progress, leave=False):
         active = [i for i in order[start:start + batch_size] if max_new_tokens[i] > 0]
         while active:
             windows = [(prompts[i] + outputs[i])[-max_length:] for i in active]

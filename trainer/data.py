@@ -184,9 +184,9 @@ def prepare(dataset: str, vocab_size: int, cache_dir: Path, *, max_tokens: int |
     eos = tokenizer.token_to_id(EOS)
     dtype = np.uint16 if tokenizer.get_vocab_size() <= 65536 else np.uint32
     stream = docs if docs is not None else documents(dataset)
-    from tqdm import tqdm
+    from trainer.progress import progress as progress_bar
 
-    bar = tqdm(total=max_tokens, unit="tok", unit_scale=True, desc=f"tokenising {dataset}", disable=not progress)
+    bar = progress_bar(total=max_tokens, unit="tok", unit_scale=True, desc=f"tokenising {dataset}", disable=not progress)
     with open(directory / ".train.tmp", "wb") as train_out, open(directory / ".val.tmp", "wb") as val_out:
         counts = {"train": 0, "val": 0}
         for batch in _batches(stream, 256):

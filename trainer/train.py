@@ -164,9 +164,9 @@ class Trainer:
         result["val_curve"].append([0, val_start])
         accumulation = max(1, fid.batch_size // fid.micro_batch_size)
         first_loss, train_time, tokens = None, 0.0, 0
-        from tqdm import tqdm
+        from trainer.progress import progress
 
-        bar = tqdm(range(fid.steps), desc="training", unit="step", disable=not self.progress, file=sys.stderr,
+        bar = progress(range(fid.steps), desc="training", unit="step", disable=not self.progress, file=sys.stderr,
                    mininterval=1.0)
         step = 0
         for step in bar:
