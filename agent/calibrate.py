@@ -15,7 +15,6 @@ not earned its place.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -26,9 +25,10 @@ from pathlib import Path
 
 from database.fitness import benchmark_score
 from database.stats import mean_se, spearman
+from trainer.cli import Parser, UsageError, fidelity_name, guard, key_value, positive_int
+from trainer.cores import available_cores
 from trainer.fidelity import FIDELITIES, get_fidelity, parse_overrides
 from trainer.panel import expected_tier, panel_programs
-from trainer.replicates import available_cores
 
 # A rung whose ranking correlates less than this with the expected order has not earned its place.
 EARNED_SPEARMAN = 0.5
@@ -42,10 +42,10 @@ def programs_in(directory: Path | None) -> dict[str, Path]:
     if directory is None:
         return panel_programs()
     if not directory.is_dir():
-        raise SystemExit(f"--programs {directory}: not a directory of layer programs (*.py)")
+        raise UsageError(f"--programs {directory}: no such directory of layer programs (*.py)")
     found = {path.stem: path for path in sorted(directory.glob("*.py")) if not path.name.startswith("_")}
     if not found:
-        raise SystemExit(f"--programs {directory}: no *.py layer programs there")
+        raise UsageError(f"--programs {directory}: no *.py layer programs there")
     return found
 
 
@@ -188,13 +188,14 @@ def store(record: dict, api: str, token: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fidelity", required=True, help=f"one of {sorted(FIDELITIES)}")
+    parser = Parser(description=__doc__)
+    parser.add_argument("--fidelity", required=True, type=fidelity_name, help=f"one of {sorted(FIDELITIES)}")
     parser.add_argument("--programs", type=Path, default=None, help="folder of layer programs (default: the panel)")
     parser.add_argument("--only", default=None, help="comma-separated panel members to train (default: all)")
-    parser.add_argument("--seeds", type=int, default=None, help="training seeds per program (default: the rung's)")
+    parser.add_argument("--seeds", type=positive_int, default=None, help="training seeds per program (default: the rung's)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default RUN_DIR/calibration/NAME.json)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override fidelity fields")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", type=key_value,
+                        help="override fidelity fields")
     parser.add_argument("--api", default=os.environ.get("API_URL"), help="candidate API to store the result in")
     parser.add_argument("--token", default=os.environ.get("API_TOKEN"))
     args = parser.parse_args(argv)
@@ -258,4 +259,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(guard(main))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from database.embedded import free_port
+from database.embedded import die_with_parent, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +41,7 @@ class LocalCluster:
     port: int | None = None
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # added to every process's environment
 
     @property
     def url(self) -> str:
@@ -48,15 +49,17 @@ class LocalCluster:
 
     def _env(self) -> dict[str, str]:
         python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        return {**os.environ, "API_URL": self.url, "API_TOKEN": self.token, "RUN_DIR": str(self.run_dir.resolve()),
+        return {**os.environ, **self.env, "API_URL": self.url, "API_TOKEN": self.token, "RUN_DIR": str(self.run_dir.resolve()),
                 "PYTHONPATH": python_path, "MONGODB_URL": os.environ.get("MONGODB_URL", "")}
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log_dir = self.run_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         log = open(log_dir / f"{name}.log", "ab")
+        # Its own session keeps a terminal's Ctrl-C for us to relay in order; SIGTERM if we die unannounced.
         process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=self._env(), stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=lambda: die_with_parent(signal.SIGTERM))
         self.processes[name] = process
         return process
 
@@ -113,3 +116,11 @@ class LocalCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM stop this process as Ctrl-C does, so that its cleanup (`LocalCluster.stop`) runs."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, interrupt)

@@ -5,6 +5,7 @@
         --token $API_TOKEN
     python -m agent.pipeline --fidelity smoke        # one rung only
     python -m agent.pipeline --resume                # continue the run in RUN_DIR
+    python -m agent.pipeline --program my_layer.py   # also run a hand-written program (repeatable)
 
 With no `--api`, it starts the candidate API (with its embedded database) and one worker per role
 as child processes, all on this machine. For each rung of the ladder without a baseline, it first
@@ -14,22 +15,26 @@ a fitness (or three times as many were tried), re-running an elite with fresh se
 parents more than `--reevaluate-after` children, and promotes the best of each rung to the next
 (see agent.ladder). It prints progress as stages finish, a results table with mean ± SE at the end,
 and writes plots to `RUN_DIR/plots/`. Ctrl-C stops it: workers hand their jobs back and `--resume`
-goes on from there.
+goes on from there. Each `--program FILE` joins the run as a candidate of origin `human` (its module
+docstring, when it has one, is its motivation) and goes through the same stages as the researcher's.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.cluster import LocalCluster
+from agent.cluster import LocalCluster, stop_on_sigterm
 from agent.cognition import ensure_cognition
+from agent.follower import Follower, wait_for
 from agent.ladder import (
     DEFAULT_LADDER,
     SHIPPED_CALIBRATIONS,
@@ -43,11 +48,13 @@ from agent.ladder import (
     select_for_promotion,
 )
 from agent.report import pm, results_table, standings, write_plots
-from database.client import ApiClient
+from agent.runfiles import fetch_run, write_export
+from database.client import ApiClient, ApiError
+from trainer.cli import Parser, fidelity_name, guard, key_value, non_negative_int, positive_int
 from trainer.fidelity import FIDELITIES, parse_overrides
+from trainer.job_limits import worker_env
 
 log = logging.getLogger("pipeline")
-TERMINAL = {"succeeded", "failed"}
 # Lease length of every job of a chain: how long a silent (killed) worker holds a job before another
 # takes it. Workers heartbeat every third of it; how long work may take is each stage's own limit.
 LEASE_S = 60.0
@@ -92,44 +99,10 @@ class RunState:
         tmp.replace(self.path)
 
 
-class Follower:
-    """Polls job chains and prints a line whenever a stage starts, finishes or fails."""
-
-    def __init__(self, client: ApiClient, started: float):
-        self.client, self.started, self.seen = client, started, {}
-
-    def say(self, text: str) -> None:
-        print(f"[{time.monotonic() - self.started:7.1f}s] {text}", flush=True)
-
-    async def chain(self, root: str) -> tuple[bool, int | None]:
-        """(finished, experiment index) of the chain started by job `root`."""
-        jobs = (await self.client.list_jobs(root=root, limit=1000))["data"]
-        experiment = None
-        for job in jobs:
-            experiment = job.get("experiment") or (job.get("result") or {}).get("experiment") or experiment
-            key = (job["id"], job["status"], job["attempts"])
-            if key not in self.seen:
-                self.seen[key] = True
-                if job["status"] != "queued" or job["attempts"]:
-                    where = f"#{experiment}" if experiment else "new"
-                    detail = f": {job['error'].splitlines()[0][:160]}" if job["status"] == "failed" and job.get("error") else ""
-                    self.say(f"{where:>5} {job['kind']:<9} {job['status']}{detail}")
-        finished = bool(jobs) and all(job["status"] in TERMINAL for job in jobs)
-        return finished, experiment
-
-
 async def submit_chain(client: ApiClient, kind: str, experiment: int | None, payload: dict) -> str:
     lease = float(payload.get("lease_s", LEASE_S))
     job = await client.create_job(kind=kind, experiment=experiment, payload=payload, max_attempts=3, timeout=lease)
     return job["id"]
-
-
-async def wait_for(follower: Follower, roots: list[str]) -> None:
-    while True:
-        done = [(await follower.chain(root))[0] for root in roots]
-        if all(done):
-            return
-        await asyncio.sleep(1.0)
 
 
 async def ensure_baseline(client: ApiClient, state: RunState, follower: Follower, rung: str, payload: dict) -> dict:
@@ -202,6 +175,42 @@ async def climb(client: ApiClient, state: RunState, follower: Follower, payloads
     return promoted_all
 
 
+def read_program(path: str) -> tuple[str, str]:
+    """(file stem, text) of a hand-written program; SystemExit with one line naming the file when unusable."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SystemExit(f"pipeline: --program {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SystemExit(f"pipeline: --program {path}: cannot be read: {getattr(err, 'strerror', None) or err}") from None
+    if not text.strip():
+        raise SystemExit(f"pipeline: --program {path}: the file is empty")
+    return Path(path).stem, text
+
+
+async def submit_programs(client: ApiClient, state: RunState, follower: Follower,
+                          programs: list[tuple[str, str]]) -> None:
+    """Hand-written programs join the run beside the researcher's proposals (origin `human`)."""
+    for stem, program in programs:
+        try:
+            motivation = ast.get_docstring(ast.parse(program))
+        except (SyntaxError, ValueError):
+            motivation = None  # the engineer's checks will say what is wrong with it
+        fields = {"program": program, "fidelity": state.fidelity, "actor": "pipeline",
+                  "motivation": motivation or f"A hand-written program from {stem}.py."}
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-._")[:100]
+        try:
+            experiment = await client.submit_program(name=name or None, **fields)
+        except ApiError as err:
+            if err.status != 409:
+                raise
+            experiment = await client.submit_program(**fields)  # the name is taken: the API picks one
+        jobs = (await client.list_jobs(experiment=experiment["index"], kind="engineer", limit=10))["data"]
+        state.followups.append(["program", jobs[0]["id"]])
+        state.save()
+        follower.say(f"#{experiment['index']} {experiment['name']}: submitted by hand from {stem}")
+
+
 async def evolve(client: ApiClient, state: RunState, options: argparse.Namespace,
                  payloads: dict[str, dict]) -> list[dict]:
     started = time.monotonic()
@@ -215,6 +224,7 @@ async def evolve(client: ApiClient, state: RunState, options: argparse.Namespace
     baseline = await ensure_baseline(client, state, follower, state.fidelity, payload)
     follower.say(f"baseline #{baseline['index']} at {state.fidelity}: val loss {pm(baseline['train'], 'val_loss')}, "
                  f"fitness {baseline['fitness']:.3f}")
+    await submit_programs(client, state, follower, getattr(options, "programs", []))
     max_tries = 3 * experiments
     results: dict[str, int | None] = {}
     while True:
@@ -238,9 +248,10 @@ async def evolve(client: ApiClient, state: RunState, options: argparse.Namespace
             state.save()
             running += 1
         await asyncio.sleep(1.0)
-    await wait_for(follower, [root for kind, root in state.followups if kind == "reevaluate"])
+    await wait_for(follower, [root for kind, root in state.followups if kind in ("reevaluate", "program")])
     follower.say(f"done: {scored} of {experiments} experiments scored after {tries} tries")
-    indexes = [baseline["index"], *[i for i in results.values() if i is not None]]
+    by_hand = [(await follower.chain(root))[1] for kind, root in state.followups if kind == "program"]
+    indexes = [baseline["index"], *[i for i in [*results.values(), *by_hand] if i is not None]]
     rows = [await client.get_experiment(i) for i in indexes]
     promoted = await climb(client, state, follower, payloads, rows, options.promote, options.promote_min)
     baselines = [await client.baseline(rung) for rung in state.ladder[1:]]
@@ -271,8 +282,10 @@ async def run(args: argparse.Namespace) -> int:
     url, token = args.api, args.token
     if url is None:
         print(f"starting the candidate API and workers (logs in {run_dir / 'logs'})", flush=True)
-        cluster = LocalCluster(run_dir).start()
+        cluster = LocalCluster(run_dir, env=worker_env(args.overrides, run_dir)).start()
         url, token = cluster.url, cluster.token
+    # The API serves the dashboard; it is live for as long as the API runs (here: until the run ends).
+    print(f"dashboard: {url.rstrip('/')}/ui", flush=True)
     wall = time.monotonic()
     try:
         async with ApiClient(url, token) as client:
@@ -281,8 +294,11 @@ async def run(args: argparse.Namespace) -> int:
                                **({"overrides": args.overrides[rung]} if args.overrides[rung] else {})}
                         for rung in state.ladder}
             rows = await evolve(client, state, args, payloads)
-            tree = await client.tree()
+            # The table, plots and export cover the whole run: every session and rung, not only this one's.
+            everything, tree = await fetch_run(client)
             calibrations = await client.calibrations()
+        rows = everything or rows
+        print(f"experiments: {write_export(run_dir, rows, tree)}")
         print(results_table(rows))
         ranked = standings(rows, {rung: rung_weight(calibrations.get(rung)) for rung in state.ladder})
         if ranked:
@@ -297,18 +313,18 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiments", type=int, default=2, help="new experiments to score (default 2)")
+    parser = Parser(description=__doc__)
+    parser.add_argument("--experiments", type=non_negative_int, default=2, help="new experiments to score (default 2)")
     parser.add_argument("--ladder", default=",".join(DEFAULT_LADDER),
                         help=f"rungs, cheapest first (default {','.join(DEFAULT_LADDER)}); one of "
                              f"{sorted(FIDELITIES)} each")
-    parser.add_argument("--fidelity", default=None, help="a single rung: the same as --ladder NAME")
+    parser.add_argument("--fidelity", default=None, type=fidelity_name, help="a single rung: the same as --ladder NAME")
     parser.add_argument("--promote", type=float, default=0.25,
                         help="fraction of a rung's scored candidates promoted to the next rung (default 0.25)")
-    parser.add_argument("--promote-min", type=int, default=1, help="promote at least this many (default 1)")
-    parser.add_argument("--reevaluate-after", type=int, default=3,
+    parser.add_argument("--promote-min", type=non_negative_int, default=1, help="promote at least this many (default 1)")
+    parser.add_argument("--reevaluate-after", type=positive_int, default=3,
                         help="re-run an elite with fresh seeds once it has this many children (default 3)")
-    parser.add_argument("--parallel", type=int, default=1, help="research chains in flight at once")
+    parser.add_argument("--parallel", type=positive_int, default=1, help="research chains in flight at once")
     parser.add_argument("--seed", type=int, default=0,
                         help="first training seed of every experiment, the baseline's too (common random numbers "
                              "make their comparison fairer); research chains draw their own seeds from it")
@@ -316,21 +332,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api", default=None, help="URL of a deployed candidate API (default: start one here)")
     parser.add_argument("--token", default=os.environ.get("API_TOKEN"))
     parser.add_argument("--resume", action="store_true", help="continue the run recorded in RUN_DIR")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", type=key_value,
                         help="override fidelity fields: steps=100 on every rung, smoke.steps=100 on one")
+    parser.add_argument("--program", action="append", default=[], metavar="FILE",
+                        help="a hand-written program to run as a candidate too (origin human); repeatable")
     parser.add_argument("--lease-s", type=float, default=LEASE_S,
                         help="how long a silent worker holds a job before another takes it over")
     args = parser.parse_args(argv)
+    args.programs = [read_program(path) for path in args.program]
     try:
         args.ladder = parse_ladder(args.fidelity or args.ladder)
         promotion_count(1, args.promote, args.promote_min)
         args.overrides = rung_overrides(parse_overrides(args.set), args.ladder)
     except ValueError as err:
         parser.error(str(err))
-    if args.parallel < 1 or args.experiments < 0 or args.promote_min < 0 or args.reevaluate_after < 1:
-        parser.error("--parallel and --reevaluate-after must be at least 1; --experiments and --promote-min at "
-                     "least 0")
     logging.basicConfig(level=logging.WARNING)
+    stop_on_sigterm()  # `kill PID` stops the run as Ctrl-C does: workers hand their jobs back, then exit
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:
@@ -339,4 +356,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(guard(main))

@@ -51,7 +51,7 @@ def train_one(position: int, entry: dict, fidelity, overrides: dict, cache: Path
     workdir = scratch / f"{position:03d}-{entry['name']}"
     started = time.monotonic()
     sandbox = sandboxed_training(entry["program"], fidelity, overrides, seed=0, device="cpu", cache=cache,
-                                 workdir=workdir, threads=threads, timeout_s=timeout_s)
+                                 workdir=workdir / "seed-0", threads=threads, timeout_s=timeout_s)
     result = sandbox.result or {}
     ok = sandbox.ok and result.get("status") == "ok"
     reason = None if ok else (result.get("reason") or sandbox.reason or "no result")
@@ -61,7 +61,7 @@ def train_one(position: int, entry: dict, fidelity, overrides: dict, cache: Path
             [result] = seal_and_measure(entry["program"], fidelity, [(0, sandbox)], home=workdir / "sealed",
                                         workdir=workdir, device="cpu", cache=cache)
         except CandidateError as err:
-            ok, reason = False, str(err)
+            ok, reason, result = False, str(err), {**result, "status": "refused"}
     return {"position": position, "index": entry.get("index"), "name": entry["name"],
             "status": "ok" if ok else (result.get("status") or "failed"),
             "val_loss_start": result.get("val_loss_start"), "val_loss": result.get("val_loss") if ok else None,

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL the server when the process that started it dies, even by SIGKILL."""
+def die_with_parent(signum: int = signal.SIGKILL) -> None:
+    """Ask Linux to send SIGNUM to this (child) process when the one that started it dies, even by SIGKILL."""
     if sys.platform.startswith("linux"):
         import ctypes
 
         pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signum)
 
 
 def free_port() -> int:
@@ -50,8 +50,9 @@ class EmbeddedMongo:
         if not Path(exe).exists():
             raise RuntimeError("the embedded database needs nx-27017: pip install nx-27017")
         pid_file = self.db_path.with_suffix(".pid")
+        # The server logs to stderr, which goes to the log file; its --log-file would write every line twice.
         return [exe, "--host", "127.0.0.1", "-p", str(self.port), "--db", str(self.db_path),
-                "--log-file", str(self.log_path), "--pid-file", str(pid_file)]
+                "--log-file", os.devnull, "--pid-file", str(pid_file)]
 
     def _stop_stale_server(self) -> None:
         """A crashed API may leave its server (and pid file) behind on our data file: stop it first."""
@@ -77,7 +78,7 @@ class EmbeddedMongo:
         self.process = subprocess.Popen(
             self._command(), stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),
             # Its own session keeps a terminal's Ctrl-C away from it, so the API can shut it down in order.
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

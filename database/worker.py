@@ -8,6 +8,10 @@ payload; an `Outcome` names the follow-up jobs itself. `CandidateError` fails th
 candidate is at fault, a retry would fail the same way); any other exception is treated as an
 infrastructure fault and the job is re-queued while attempts remain. If the lease is lost (the API
 gave the job to someone else), the handler is cancelled and nothing is reported.
+
+Inside a time-limited allocation (a SLURM job; see database.deadline) the loop leases nothing new
+after the deadline and exits, and SIGTERM, which SLURM sends before it kills, hands the current job
+back to the queue at once instead of leaving it to a lease that must first expire.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from database.client import ApiClient, ApiError, LeaseLost
+from database.deadline import lease_deadline
 from database.store import NEXT_STAGE
 
 log = logging.getLogger("worker")
@@ -87,6 +93,7 @@ async def run_one(client: ApiClient, job: dict, handler: Handler, worker: str,
         beat.cancel()
         await asyncio.gather(work, beat, return_exceptions=True)
         await asyncio.shield(client.fail_job(job["id"], worker, f"{job['kind']}: worker {worker} stopped", retry=True))
+        log.info("%s stopped: handed job %s back to the queue", worker, job["id"])
         raise
     if beat in done:
         work.cancel()
@@ -127,19 +134,32 @@ async def serve(
     idle_timeout_s: float | None = None,
     heartbeat_s: float | None = None,
     stop: asyncio.Event | None = None,
+    lease_until: float | None = None,
 ) -> int:
-    """Serve jobs until `stop` is set, `max_jobs` are handled (`once` means 1) or idle too long."""
+    """Serve jobs until `stop` is set, `max_jobs` are handled (`once` means 1), idle too long, or the
+    wall clock (epoch seconds) passes `lease_until`: the job in hand is finished, no new one is taken."""
     worker = worker_id or default_worker_id("-".join(kinds))
     limit = 1 if once else max_jobs
-    handled, idle = 0, 0.0
+    handled, idle, paused = 0, 0.0, False
     stop = stop or asyncio.Event()
     while not stop.is_set() and (limit is None or handled < limit):
+        if lease_until is not None and time.time() >= lease_until:
+            log.info("%s leases no new job: its allocation ends soon (the deadline passed %.0f s ago)", worker,
+                     time.time() - lease_until)
+            break
         touch_alive_file()
         try:
             job = await client.lease_job(kinds, worker)
         except ApiError as err:
             log.warning("lease failed: %s", err)
             job = None
+        if getattr(client, "run_paused", False) != paused:
+            paused = not paused
+            # Said once per change, not once per poll: a paused run is waited out, not an idle queue.
+            if paused:
+                log.warning("%s: the run is paused; leasing nothing until it is resumed", worker)
+            else:
+                log.warning("%s: the run is resumed", worker)
         if job is None:
             if idle_timeout_s is not None and idle >= idle_timeout_s:
                 break
@@ -147,7 +167,7 @@ async def serve(
                 await asyncio.wait_for(stop.wait(), timeout=poll_interval_s)
             except TimeoutError:
                 pass
-            idle += poll_interval_s
+            idle += 0.0 if paused else poll_interval_s
             continue
         idle = 0.0
         log.info("%s took job %s (%s, experiment %s, attempt %s)", worker, job["id"], job["kind"],
@@ -166,18 +186,33 @@ def run_worker(
     kinds: list[str], handler: Handler, *, api_url: str, token: str | None, worker_id: str | None = None,
     once: bool = False, poll_interval_s: float = 1.0,
 ) -> int:
-    """Entry point of a worker process: serve until done, SIGTERM or Ctrl-C (which hand the job back)."""
+    """Entry point of a worker process: serve until done, SIGTERM or Ctrl-C (which hand the job back),
+    or the end of its allocation (see database.deadline)."""
     import signal
+
+    # httpx logs every request at INFO: an idle worker's lease polls (204) would be nearly all of its log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    lease_until = lease_deadline()
+    if lease_until is not None:
+        log.info("leasing until %s (the allocation's end less a margin)", time.ctime(lease_until))
 
     async def main() -> int:
         async with ApiClient(api_url, token) as client:
             task = asyncio.current_task()
             loop = asyncio.get_running_loop()
+            stopping = []
+
+            def stop_once() -> None:
+                # SLURM may signal again at the hard limit; a second cancel would abort the hand-back.
+                if not stopping:
+                    stopping.append(True)
+                    task.cancel()
+
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, task.cancel)
+                loop.add_signal_handler(sig, stop_once)
             try:
                 return await serve(client, kinds, handler, worker_id=worker_id, once=once,
-                                   poll_interval_s=poll_interval_s)
+                                   poll_interval_s=poll_interval_s, lease_until=lease_until)
             except asyncio.CancelledError:
                 log.info("worker stopped")
                 return 0

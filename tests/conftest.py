@@ -7,6 +7,7 @@ MongoDB when MONGODB_TEST_URL is set. Each test gets a database of its own.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from database.settings import Settings
 from database.store import Store
 
 TEST_TOKEN = "test-token"
+# Workers read data only under their data roots (trainer.job_limits); test corpora live in pytest's
+# temporary directories, and workers started as subprocesses inherit this.
+os.environ.setdefault("DATA_ROOTS", tempfile.gettempdir())
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 

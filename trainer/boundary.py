@@ -22,6 +22,7 @@ raise `ModelFailed` with the reason.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import struct
@@ -29,6 +30,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+from trainer.cores import claimed_cores
 
 HEADER = struct.Struct("<Q")
 MAX_HEADER_BYTES = 1 << 20
@@ -84,13 +87,16 @@ class SandboxedModel:
         self.vocab_size = int(json.loads((self.model_dir / "config.json").read_text())["lm"]["vocab_size"])
         # The server writes nothing of its own; room for compiled kernels and logs only.
         self.options = {"timeout_s": timeout_s, "memory_mb": memory_mb, "disk_mb": 512, "stop": stop}
-        self.threads = threads or len(os.sched_getaffinity(0))  # default: every core this process may use
+        self.threads = threads  # default: the cores claimed for it while it runs (`trainer.cores`)
+        self._claim = contextlib.ExitStack()
         self.sandbox = None
         self.result = None
 
     def start(self) -> SandboxedModel:
         from trainer.sandbox import spawn_sandboxed
 
+        if self.threads is None:
+            self.threads = self._claim.enter_context(claimed_cores())
         argv = [sys.executable, "-m", "trainer.boundary", str(self.model_dir), "--device", self.device]
         env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
         if not self.device.startswith("cuda"):
@@ -113,6 +119,7 @@ class SandboxedModel:
                 except OSError:
                     pass
             self.result = self.sandbox.close()
+        self._claim.close()
         return self.result
 
     def _failure(self, what: str) -> ModelFailed:

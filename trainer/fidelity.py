@@ -42,6 +42,10 @@ class Fidelity:
     # "bfloat16": bfloat16 autocast on any device, a CPU too; "float32": no autocast.
     dtype: str = "auto"
     compile: bool = False
+    # Processes training one candidate together (DDP under torchrun, trainer.distributed): 1 is a plain
+    # run; 0 means every visible GPU when the device is "cuda", else one.
+    nproc: int = 1
+    parallel: str = "ddp"  # "fsdp" is the hook for models that do not fit one device (not implemented yet)
     # Metrics.
     log_every: int = 10
     eval_every: int = 50
@@ -50,7 +54,11 @@ class Fidelity:
     max_layer_params: int = 200_000
     # Divergence: stop when the training loss exceeds this multiple of its starting value.
     divergence_ratio: float = 2.0
-    # Wall-clock limit of one training run, and the memory limit of its sandbox.
+    # CPU time one training run may use, in seconds per torch thread it runs (the kernel's RLIMIT_CPU): a
+    # program too slow for the fidelity spends it and fails. 0: no CPU budget (GPU rungs, bounded by wall time).
+    cpu_s: int = 0
+    # Wall-clock limit of one training run: a generous backstop for a busy machine or a program that waits
+    # on nothing. Reaching it is not the candidate's fault; the job is retried. And the sandbox's memory limit.
     timeout_s: int = 900
     memory_mb: int = 6144
     # Bytes a training child may add to its working directory (checkpoint, compiled kernels, logs).
@@ -90,12 +98,12 @@ class Fidelity:
 
 
 # Fields with a fixed set of values.
-CHOICES = {"dtype": ("auto", "float32", "bfloat16")}
+CHOICES = {"dtype": ("auto", "float32", "bfloat16"), "parallel": ("ddp", "fsdp")}
 # Fields that must be above zero, or at least zero: `steps=-5` would score an untrained model.
 POSITIVE = {"vocab_size", "hidden_size", "num_layers", "num_heads", "mlp_ratio", "seq_len", "batch_size",
             "micro_batch_size", "steps", "lr", "log_every", "eval_batches", "max_layer_params", "divergence_ratio",
             "timeout_s", "memory_mb", "disk_mb", "replicates"}
-NON_NEGATIVE = {"warmup_steps", "decay_fraction", "min_lr_ratio", "weight_decay", "grad_clip", "eval_every"}
+NON_NEGATIVE = {"nproc", "warmup_steps", "decay_fraction", "min_lr_ratio", "weight_decay", "grad_clip", "eval_every"}
 
 
 def _coerce(value, kind: type):
@@ -125,12 +133,13 @@ FIDELITIES = {
         name="synthetic", vocab_size=256, hidden_size=64, num_layers=2, num_heads=2, dataset="synthetic",
         seq_len=64, batch_size=32, micro_batch_size=32, steps=1200, lr=3e-3, warmup_steps=30, decay_fraction=0.2,
         weight_decay=0.1, log_every=20, eval_every=0, eval_batches=4, max_layer_params=100_000,
-        divergence_ratio=4.0, timeout_s=1800, memory_mb=4096, eval_tier="synthetic", replicates=3,
+        divergence_ratio=4.0, cpu_s=1800, timeout_s=4 * 3600, memory_mb=4096, eval_tier="synthetic", replicates=3,
     ),
     "smoke": Fidelity(
         name="smoke", vocab_size=2048, hidden_size=64, num_layers=2, num_heads=2, seq_len=128,
         batch_size=16, micro_batch_size=16, steps=240, lr=3e-3, warmup_steps=20, log_every=10, eval_every=60,
-        eval_batches=8, max_layer_params=100_000, timeout_s=600, memory_mb=6144, eval_tier="smoke", replicates=3,
+        eval_batches=8, max_layer_params=100_000, cpu_s=900, timeout_s=1800, memory_mb=6144, eval_tier="smoke",
+        replicates=3,
     ),
     "explore": Fidelity(
         name="explore", vocab_size=32000, hidden_size=256, num_layers=8, num_heads=8, seq_len=2048,
@@ -143,7 +152,7 @@ FIDELITIES = {
         tie_embeddings=False, dataset="HuggingFaceFW/fineweb-edu:sample-10BT", batch_size=256,
         micro_batch_size=8, steps=28_600, lr=3e-4, warmup_steps=1000, dtype="bfloat16", compile=True,
         log_every=50, eval_every=1000, eval_batches=64, max_layer_params=20_000_000, timeout_s=7 * 24 * 3600,
-        memory_mb=131072, disk_mb=8192, eval_tier="verify",
+        memory_mb=131072, disk_mb=8192, eval_tier="verify", nproc=0,
     ),
 }
 

@@ -10,14 +10,15 @@ about one and a half runs, not two.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from database.stats import mean_se
+from trainer.cores import available_cores
 from trainer.data import TokenData, data_directory
+from trainer.distributed import resolve_nproc, sandbox_command, sandbox_limits
 from trainer.sandbox import SandboxResult, run_sandboxed
 from trainer.train import SYNTHETIC
 
@@ -28,14 +29,6 @@ SUMMED = ("wall_s", "train_s", "gpu_s", "cpu_s", "tokens", "judge_s")
 # Fields the same in every seed (the first one's is kept).
 SHARED = ("program_sha256", "params", "non_embedding_params", "mixer_params_per_layer", "device", "backend", "threads",
           "peak_memory_mb", "steps_done")
-
-
-def available_cores() -> int:
-    """Cores this process may use (its affinity mask where the platform has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def plan(seeds: int, cores: int | None = None, device: str = "cpu") -> tuple[int, int]:
@@ -59,13 +52,21 @@ def sandboxed_training(program: str, fidelity, overrides: dict, *, seed: int, de
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "program.py").write_text(program)
     settings = [f"{k}={v}" for k, v in overrides.items()]
+    # Decided here, where the GPUs are counted once: the child never launches more processes by itself.
+    nproc = resolve_nproc(fidelity.nproc, device)
     argv = [sys.executable, "-m", "trainer.train", "--program", "program.py", "--fidelity", fidelity.name,
-            "--out", ".", "--seed", str(seed), "--cache", str(cache), "--device", device,
+            "--out", ".", "--seed", str(seed), "--cache", str(cache), "--device", device, "--nproc", str(nproc),
             "--no-progress", *(["--set", *settings] if settings else [])]
-    return run_sandboxed(argv, workdir=workdir, timeout_s=timeout_s or fidelity.timeout_s,
-                         memory_mb=fidelity.memory_mb, disk_mb=fidelity.disk_mb, env={"OMP_NUM_THREADS": str(threads)},
+    cuda = device.startswith("cuda")
+    cpu_s = fidelity.cpu_s * threads + 30 if fidelity.cpu_s and not cuda else None  # + start-up
+    env = {"OMP_NUM_THREADS": str(threads)}
+    if nproc > 1:  # one jail around the whole torchrun tree, limits for all its ranks (trainer.distributed)
+        # argv[3:]: what follows "python -m trainer.train".
+        argv, env = sandbox_command(nproc, argv[3:], workdir, device=device, threads=threads)
+    return run_sandboxed(argv, workdir=workdir, timeout_s=timeout_s or fidelity.timeout_s, cpu_s=cpu_s,
+                         disk_mb=fidelity.disk_mb, env=env, **sandbox_limits(fidelity, nproc),
                          readable=training_files(fidelity, cache),
-                         cuda=device.startswith("cuda"), stop=stop)
+                         cuda=cuda, stop=stop)
 
 
 def training_files(fidelity, cache: Path) -> list[Path]:

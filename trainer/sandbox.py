@@ -42,6 +42,7 @@ PASS_THROUGH = ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_
                 "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
 # Walking the writable paths costs a little, so disk usage is measured less often than memory.
 DISK_CHECK_S = 2.0
+WALL_CLOCK = "timed out"  # how a broken wall-clock limit's reason begins
 # In the jail the session also holds bwrap itself and the PID namespace's init: not the program's.
 JAIL_HELPERS = 2
 # How long close() lets a program on pipes end by itself once its stdin is closed, before killing it.
@@ -63,6 +64,15 @@ class SandboxResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def timed_out(self) -> bool:
+        """Only the wall-clock backstop broke: a busy machine, not a program that spent its CPU time."""
+        return bool(self.reason and self.reason.startswith(WALL_CLOCK))
+
+
+class MachineBusy(RuntimeError):
+    """Untrusted work ran past its wall-clock backstop before using up its CPU time: the job is retried."""
 
 
 def child_env(workdir: Path, extra: dict | None, writable: list[Path]) -> dict:
@@ -193,10 +203,13 @@ def _explain(returncode: int, stderr: str, limits: dict) -> str:
         return f"refused by the sandbox: {refused.removeprefix('sandbox: ')}"
     if "MemoryError" in stderr or "DefaultCPUAllocator: can't allocate memory" in stderr:
         return f"out of memory: the program exceeded its {limits['memory_mb']} MB limit"
-    if returncode in (-signal.SIGXCPU, -signal.SIGKILL) and "cpu_s" in limits:
-        return f"killed by signal {-returncode} (CPU-time limit {limits['cpu_s']} s?)"
-    if returncode < 0:
-        return f"killed by signal {signal.Signals(-returncode).name}"
+    # A signal's death reads -N from a plain child, and 128+N through the jail's init, as a shell reports it.
+    signum = -returncode if returncode < 0 else returncode - 128 if 128 < returncode < 128 + signal.NSIG else None
+    if signum in (signal.SIGXCPU, signal.SIGKILL) and "cpu_s" in limits:
+        return (f"CPU-time limit: killed by signal {signal.Signals(signum).name} after using its "
+                f"{limits['cpu_s']} CPU-seconds (or killed from outside)")
+    if signum is not None:
+        return f"killed by signal {signal.Signals(signum).name}"
     return f"exited with status {returncode}: {last[:300]}"
 
 
@@ -281,7 +294,7 @@ class SandboxedProcess:
         resident_kb = sum(p.resident_kb for p in members)
         self._peak_kb = max(self._peak_kb, resident_kb)
         if time.monotonic() - self._started > limits["timeout_s"]:
-            return f"timed out: still running after {limits['timeout_s']:.0f} s (wall-clock limit)"
+            return f"{WALL_CLOCK}: still running after {limits['timeout_s']:.0f} s (wall-clock limit)"
         if processes > limits["max_processes"]:
             return f"too many processes: {processes}, over the limit of {limits['max_processes']} (a fork bomb?)"
         if threads > limits["max_threads"]:

@@ -23,9 +23,12 @@ import torch
 from database.worker import CandidateError, Outcome, run_worker
 from trainer.boundary import ModelFailed
 from trainer.checkpoint import sha256
+from trainer.cores import claimed_cores
 from trainer.fidelity import get_fidelity
+from trainer.job_limits import PayloadRefused, check_payload_overrides
 from trainer.judge import LeakFound
-from trainer.replicates import available_cores, first_failure, merge_runs, train_seeds
+from trainer.replicates import first_failure, merge_runs, train_seeds
+from trainer.sandbox import MachineBusy
 from trainer.train import load_data
 from trainer.trusted import ClaimRefuted, check_claim, measure, seal
 
@@ -58,9 +61,9 @@ def train_job(program: str, payload: dict, device: str, stop: threading.Event, w
     cache = run_dir() / "cache"
     load_data(fidelity, cache)  # tokenise once, outside the sandbox, which may only read it
     shutil.rmtree(workdir, ignore_errors=True)
-    cores = int(os.environ["TRAINER_THREADS"]) if os.environ.get("TRAINER_THREADS") else None
-    return train_seeds(program, fidelity, payload.get("overrides") or {}, seeds=seeds_of(payload, fidelity),
-                       device=device, cache=cache, workdir=workdir, stop=stop, cores=cores)
+    with claimed_cores() as cores:
+        return train_seeds(program, fidelity, payload.get("overrides") or {}, seeds=seeds_of(payload, fidelity),
+                           device=device, cache=cache, workdir=workdir, stop=stop, cores=cores)
 
 
 def seal_and_measure(program: str, fidelity, runs, *, home: Path, workdir: Path, device: str,
@@ -79,8 +82,7 @@ def seal_and_measure(program: str, fidelity, runs, *, home: Path, workdir: Path,
             checkpoint = seal(workdir / f"seed-{seed}" / "checkpoint", home / f"seed-{seed}", program, fidelity,
                               data, seed=seed, device=device)
             trusted = measure(checkpoint, fidelity, data, workdir=workdir / f"judge-{seed}", device=device,
-                              threads=int(os.environ.get("TRAINER_THREADS") or available_cores()), stop=stop,
-                              seed=seed)
+                              stop=stop, seed=seed)
             check_claim(claimed.get("val_loss"), trusted["val_loss"])
         except (LeakFound, ClaimRefuted) as found:
             raise CandidateError(f"rejected by the trusted re-check of the trained weights (seed {seed}): {found}") \
@@ -100,6 +102,10 @@ async def handle_train(job: dict, client) -> dict | Outcome:
         raise CandidateError("a train job needs an experiment")
     experiment = await client.get_experiment(index)
     payload = job.get("payload") or {}
+    try:
+        check_payload_overrides(payload.get("fidelity", "smoke"), payload.get("overrides"))
+    except PayloadRefused as refused:
+        raise CandidateError(str(refused)) from refused
     device = pick_device(payload.get("device"))
     workdir = run_dir() / "sandbox" / f"train-{index}-{job['id'][:8]}"
     stop = threading.Event()
@@ -111,6 +117,11 @@ async def handle_train(job: dict, client) -> dict | Outcome:
     results = [sandbox.result or {} for _, sandbox in runs]
     costs = {"gpu_seconds": sum(float(r.get("gpu_s") or 0.0) for r in results),
              "cpu_seconds": sum(float(r.get("cpu_s") or 0.0) for r in results)}
+    busy = [seed for seed, sandbox in runs if sandbox.timed_out]
+    if busy:
+        # The wall clock is a backstop: reaching it means a busy machine, not a verdict on the program.
+        raise MachineBusy(f"the machine was too busy: training seed {busy[0]} ran past its wall-clock backstop "
+                          f"of {runs[0][1].limits.get('timeout_s', 0):.0f} s before using its CPU time; retrying")
     failure = first_failure(runs)
     if failure is not None:
         seed, reason, detail = failure

@@ -27,19 +27,24 @@ from pathlib import Path
 from agent.checks.dynamic import ProbeConfig, check, summarise
 from agent.checks.static import static_check
 from agent.checks.trusted import trusted_leak_check
-from trainer.sandbox import run_sandboxed
+from trainer.sandbox import MachineBusy, run_sandboxed
 
-TIMEOUT_S = 180.0
+# The checks may use this much CPU time per thread (the kernel's RLIMIT_CPU): a layer too slow to check
+# spends it and fails. The wall clock is only a backstop, for a busy machine or a program that sleeps.
+CPU_S = 180
+TIMEOUT_S = 900.0
 MEMORY_MB = 4096
 DISK_MB = 256  # the checks write a report and nothing else worth keeping
 STDERR_CHARS = 1500
 
 
-def dynamic_check(source: str, fidelity, *, workdir: Path, timeout_s: float = TIMEOUT_S, memory_mb: int = MEMORY_MB,
-                  threads: int = 1, stop: threading.Event | None = None, **overrides) -> dict:
+def dynamic_check(source: str, fidelity, *, workdir: Path, timeout_s: float = TIMEOUT_S, cpu_s: int = CPU_S,
+                  memory_mb: int = MEMORY_MB, threads: int = 1, stop: threading.Event | None = None,
+                  **overrides) -> dict:
     """Run `agent.checks.probe` on the program in the sandbox; `overrides` are ProbeConfig fields.
 
-    Setting `stop` kills the child (the caller's job was cancelled).
+    Setting `stop` kills the child (the caller's job was cancelled). Raises MachineBusy when only the
+    wall-clock backstop broke.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -50,7 +55,11 @@ def dynamic_check(source: str, fidelity, *, workdir: Path, timeout_s: float = TI
     # No GPU for the checks (they measure CPU behaviour), and one thread each so that timings are comparable.
     env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     sandbox = run_sandboxed(argv, workdir=workdir, timeout_s=timeout_s, memory_mb=memory_mb, env=env,
-                           disk_mb=DISK_MB, stop=stop)
+                           cpu_s=cpu_s * threads, disk_mb=DISK_MB, stop=stop)
+    if sandbox.timed_out:
+        raise MachineBusy(f"the checks ran past their {timeout_s:.0f} s wall-clock backstop before using their "
+                          f"{cpu_s * threads} CPU-seconds: the machine is too busy (or the program waits on "
+                          "nothing); the job is retried")
     report = sandbox.result
     if sandbox.ok and report and "running" not in report:
         return report

@@ -16,6 +16,7 @@ from agent.checks import check_program, check_summary, dynamic_check, static_che
 from agent.checks.dynamic import ProbeConfig, run_checks
 from trainer.fidelity import get_fidelity
 from trainer.layers import load_layer_class, seed_program
+from trainer.sandbox import MachineBusy
 
 PROGRAMS = Path(__file__).with_name("programs")
 SMOKE = get_fidelity("smoke")
@@ -73,14 +74,22 @@ def test_a_program_that_fails_to_load_reports_its_line(tmp_path):
     assert "ValueError: boom" in detail and "raise ValueError('boom')" in detail  # the program's own line is quoted
 
 
-def test_a_hanging_program_is_stopped_and_the_running_check_named(tmp_path):
+def test_a_spinning_program_spends_its_cpu_time_and_the_running_check_is_named(tmp_path):
     source = seed_with("        batch, length, _ = hidden_states.shape\n",
                        "        while True:\n            pass\n")
-    report = dynamic_check(source, SMOKE, workdir=tmp_path, timeout_s=12)
+    report = dynamic_check(source, SMOKE, workdir=tmp_path, cpu_s=8, timeout_s=120)
     assert not report["ok"]
     assert report["failed"] == ["forward"]
-    assert "timed out" in report["reason"] and "timed out" in named(report, "forward")["detail"]
+    assert report["reason"].startswith("CPU-time limit") and "CPU-time limit" in named(report, "forward")["detail"]
     assert named(report, "params")["ok"]  # what finished before the hang is kept
+
+
+def test_a_wall_clock_timeout_is_the_machines_fault_and_retried(tmp_path):
+    # Sleeping spends no CPU time: only the wall-clock backstop can stop it, and that is not a verdict.
+    source = seed_with("        batch, length, _ = hidden_states.shape\n",
+                       "        import time\n        time.sleep(600)\n")
+    with pytest.raises(MachineBusy, match="wall-clock backstop"):
+        dynamic_check(source, SMOKE, workdir=tmp_path, cpu_s=60, timeout_s=8)
 
 
 # ---------------------------------------------------------------- each property, broken on purpose

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from database.worker import Outcome, serve
+import pytest
+
+from database.worker import CandidateError, Outcome, serve
 from trainer.checkpoint import load_checkpoint
 from trainer.layers import seed_program
+from trainer.sandbox import MachineBusy
 from trainer.worker import handle_train
 
 
@@ -17,7 +20,7 @@ async def test_a_hostile_program_fails_and_the_next_one_trains(api_client, progr
     hostile = await api_client.create_experiment(name="loops_forever", program=program("loop_in_forward"))
     good = await api_client.create_experiment(name="seed", program=seed_program())
     await api_client.create_job(kind="train", experiment=hostile["index"], payload={
-        "fidelity": "smoke", "overrides": {**tiny_overrides, "steps": 5, "timeout_s": 10}, "max_repairs": 0})
+        "fidelity": "smoke", "overrides": {**tiny_overrides, "steps": 5, "cpu_s": 8}, "max_repairs": 0})
     await api_client.create_job(kind="train", experiment=good["index"], payload={
         "fidelity": "smoke", "overrides": {**tiny_overrides, "steps": 10}})
 
@@ -25,8 +28,7 @@ async def test_a_hostile_program_fails_and_the_next_one_trains(api_client, progr
 
     failed = await api_client.get_experiment(hostile["index"])
     assert failed["status"] == "failed" and failed["failure"]["stage"] == "train"
-    assert failed["failure"]["reason"].endswith("training failed: timed out: still running after 10 s "
-                                                "(wall-clock limit)")
+    assert "training failed: CPU-time limit: killed by signal SIGXCPU after using its" in failed["failure"]["reason"]
     assert not (run_dir / "checkpoints" / str(hostile["index"])).exists()
 
     trained = await api_client.get_experiment(good["index"])
@@ -83,3 +85,32 @@ async def test_every_seed_trains_in_its_own_sandbox_and_the_record_keeps_mean_an
     home = run_dir / "checkpoints" / str(experiment["index"])
     assert train["checkpoints"] == [str((home / "seed-5").resolve()), str((home / "seed-6").resolve())]
     assert [load_checkpoint(home / s).config["seed"] for s in ("seed-5", "seed-6")] == [5, 6]
+
+
+async def test_a_wall_clock_timeout_is_retried_as_a_busy_machine_not_blamed_on_the_program(api_client, program,
+                                                                                           tiny_overrides, tmp_path,
+                                                                                           monkeypatch):
+    monkeypatch.setenv("RUN_DIR", str(tmp_path / "run"))
+    experiment = await api_client.create_experiment(name="sleeps", program=program("sleep_in_forward"))
+    job = await api_client.create_job(kind="train", experiment=experiment["index"], payload={
+        "fidelity": "smoke", "overrides": {**tiny_overrides, "steps": 3, "timeout_s": 10}})
+
+    with pytest.raises(MachineBusy, match="too busy: training seed 0 ran past its wall-clock backstop of 10 s"):
+        await handle_train(job, api_client)
+    assert (await api_client.get_experiment(experiment["index"]))["status"] != "failed"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"memory_mb": 10**6}, "memory_mb=1000000 is over this worker's limit of 6144"),
+    ({"timeout_s": 10**6}, "timeout_s=1000000 is over this worker's limit of 1800"),
+    ({"dataset": "/etc/*.conf"}, "outside this worker's data roots"),
+])
+async def test_a_payload_asking_more_than_the_worker_allows_is_refused(api_client, tmp_path, monkeypatch, overrides,
+                                                                        message):
+    monkeypatch.setenv("RUN_DIR", str(tmp_path / "run"))
+    experiment = await api_client.create_experiment(name="seed", program=seed_program())
+    job = await api_client.create_job(kind="train", experiment=experiment["index"],
+                                      payload={"fidelity": "smoke", "overrides": overrides})
+    with pytest.raises(CandidateError, match=message):
+        await handle_train(job, api_client)
+    assert not (tmp_path / "run" / "cache").exists()  # refused before any data was read
