@@ -41,7 +41,10 @@ class EngineerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ENGINEER_", extra="ignore")
 
     max_repairs: int = 2
-    timeout_s: float = 180.0
+    # CPU seconds per thread the checks may use (a layer too slow to check fails), and a wall-clock backstop
+    # for a busy machine (reaching it retries the job; see agent.checks.runner).
+    cpu_s: int = 180
+    timeout_s: float = 900.0
     memory_mb: int = 4096
     # Shared by every service, so it keeps its own name rather than the ENGINEER_ prefix.
     run_dir: Path = Field(default=Path("runs/default"), validation_alias="RUN_DIR")
@@ -58,7 +61,7 @@ async def _check(program: str, fidelity, workdir: Path, settings: EngineerSettin
     stop = threading.Event()
     try:
         return await asyncio.to_thread(check_program, program, fidelity, workdir, timeout_s=settings.timeout_s,
-                                       memory_mb=settings.memory_mb, stop=stop)
+                                       cpu_s=settings.cpu_s, memory_mb=settings.memory_mb, stop=stop)
     except asyncio.CancelledError:
         stop.set()
         raise
