@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from trainer.cores import claimed_cores
+from trainer.gpu_share import limit_gpu_memory
 
 HEADER = struct.Struct("<Q")
 MAX_HEADER_BYTES = 1 << 20
@@ -209,6 +210,7 @@ def serve(model_dir: Path, device: str) -> None:
     requests, replies = os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "wb")
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(2, 1)
+    limit_gpu_memory(device)
     model, config = _build(model_dir, device)
     # bfloat16 on CUDA (fla's fused kernels refuse float32), and wherever the model trained in it.
     autocast = config.get("dtype") == "bfloat16" or device.startswith("cuda")

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TAIL_CHARS = 4000
 # Variables a child may see from the parent: locale, paths, device selection. Never credentials.
 PASS_THROUGH = ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_HOME",
-                "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS")
+                "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_NUM_THREADS", "GPU_MEMORY_FRACTION")
 # Walking the writable paths costs a little, so disk usage is measured less often than memory.
 DISK_CHECK_S = 2.0
 WALL_CLOCK = "timed out"  # how a broken wall-clock limit's reason begins

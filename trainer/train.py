@@ -1,6 +1,7 @@
 """Train a small language model around a layer program and report honest numbers.
 
     python -m trainer.train --program trainer/programs/seed_deltanet.py --fidelity smoke --out runs/try
+    python -m trainer.train ... --nproc 2       # DDP under torchrun, same global batch (trainer.distributed)
 
 Writes OUT/result.json (status, loss curve, validation loss, tokens/s, memory, parameters, times)
 and OUT/checkpoint/ for the evaluator. Stops early, with the reason, on a NaN loss or divergence.
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import torch
 
+from trainer import distributed
 from trainer.checkpoint import save_checkpoint
+from trainer.cli import Parser, device_name, existing_file, fidelity_name, guard, key_value
 from trainer.data import (
     TokenData,
     data_directory,
@@ -31,6 +34,7 @@ from trainer.data import (
     validation_windows,
 )
 from trainer.fidelity import Fidelity, get_fidelity, parse_overrides
+from trainer.gpu_share import limit_gpu_memory
 from trainer.layers import load_layer_class, route_fla
 from trainer.model import LM, LMConfig
 from trainer.synthetic import SyntheticTasks, task_accuracies
@@ -102,7 +106,10 @@ class Trainer:
     def __init__(self, program: str, fidelity: Fidelity, *, seed: int = 0, device: str | None = None,
                  cache_dir: Path | None = None, progress: bool = True, compile: bool | None = None):
         self.program, self.fidelity, self.seed, self.progress = program, fidelity, seed, progress
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.world = distributed.world()
+        requested = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = distributed.device_for(requested, self.world)
+        limit_gpu_memory(self.device)  # this worker's share of a GPU shared by several (trainer.gpu_share)
         self.cache_dir = Path(cache_dir or default_cache_dir())
         self.compile = fidelity.compile if compile is None else compile
         # "bfloat16" autocasts on any device (a CPU too, as the engineer's checks do); "auto" only on CUDA.
@@ -140,6 +147,7 @@ class Trainer:
     def run(self) -> dict:
         fid = self.fidelity
         started, cpu_started = time.monotonic(), time.process_time()
+        distributed.init(self.device)
         torch.manual_seed(self.seed)
         data = load_data(fid, self.cache_dir)
         # fla kernels only serve CUDA tensors; a CPU run uses the stand-ins even on a GPU machine.
@@ -150,7 +158,9 @@ class Trainer:
         torch.manual_seed(self.seed)
         model = LM(config, layer_cls).to(self.device)
         counts = model.parameter_counts()
-        step_model = torch.compile(model) if self.compile and self.device.type == "cuda" else model
+        # Every rank starts from the same weights (same seed); DDP checks that, then averages gradients.
+        step_model = distributed.wrap(model, self.device, fid.parallel)
+        step_model = torch.compile(step_model) if self.compile and self.device.type == "cuda" else step_model
         optimizer = make_optimizer(model, fid, self.device)
         generator = torch.Generator().manual_seed(self.seed)
         val_windows = data.validation()
@@ -162,7 +172,6 @@ class Trainer:
         val_start = self.validation_loss(model, val_windows)
         result["val_loss_start"] = val_start
         result["val_curve"].append([0, val_start])
-        accumulation = max(1, fid.batch_size // fid.micro_batch_size)
         first_loss, train_time, tokens = None, 0.0, 0
         from trainer.progress import progress
 
@@ -174,12 +183,19 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, fid)
             loss_sum = 0.0
-            for _ in range(accumulation):
-                batch, labels = data.train_batch(fid.micro_batch_size, generator)
-                with self._context():
-                    loss = step_model(batch.to(self.device), labels=labels.to(self.device)).loss / accumulation
-                loss.backward()
+            # This process's share of the global batch, drawn as a single process draws it (trainer.distributed).
+            micro_batches = distributed.local_micro_batches(lambda n: data.train_batch(n, generator),
+                                                            fid.batch_size, fid.micro_batch_size, self.world)
+            share = sum(len(batch) for batch, _ in micro_batches)
+            for index, (batch, labels) in enumerate(micro_batches):
+                with distributed.gradient_sync(step_model, last=index == len(micro_batches) - 1):
+                    with self._context():
+                        loss = step_model(batch.to(self.device), labels=labels.to(self.device)).loss
+                    loss = loss / (share / len(batch))
+                    loss.backward()
                 loss_sum += loss.item()
+            # The global batch's loss: every rank sees the same value, so all stop (NaN, divergence) together.
+            loss_sum = distributed.reduce(loss_sum)
             torch.nn.utils.clip_grad_norm_(model.parameters(), fid.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -213,21 +229,25 @@ class Trainer:
         else:
             result["val_loss"] = None
         wall = time.monotonic() - started
+        # Costs add up over the ranks; memory is the largest one process needed.
+        gpus = self.world.size if self.device.type == "cuda" else 0
         result.update(threads=torch.get_num_threads(), steps_done=step + 1, tokens=tokens, tokens_per_s=tokens / max(train_time, 1e-9),
-                      train_s=train_time, wall_s=wall, cpu_s=time.process_time() - cpu_started,
-                      gpu_s=wall if self.device.type == "cuda" else 0.0, peak_memory_mb=peak_memory_mb(self.device))
+                      train_s=train_time, wall_s=wall, cpu_s=distributed.reduce(time.process_time() - cpu_started, "sum"),
+                      gpu_s=wall * gpus, peak_memory_mb=distributed.reduce(peak_memory_mb(self.device), "max"),
+                      world_size=self.world.size)
         self.model, self.tokenizer = model, data.tokenizer
         return result
 
 
 def train(program: str, fidelity: Fidelity, out: Path, **options) -> dict:
-    """Train, write OUT/result.json and (when the run is healthy) OUT/checkpoint/; return the result."""
+    """Train, write OUT/result.json and (when the run is healthy) OUT/checkpoint/; return the result.
+    Under torchrun every rank trains and only rank 0 writes."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(program, fidelity, **options)
     try:
         result = trainer.run()
-        if result["status"] == "ok":
+        if result["status"] == "ok" and trainer.world.main:
             # The precision it trained in: the evaluator runs the model in the same one.
             save_checkpoint(out / "checkpoint", trainer.model, program, trainer.tokenizer, fidelity=fidelity.name,
                             seed=trainer.seed, dtype="bfloat16" if trainer.autocast else "float32")
@@ -235,6 +255,13 @@ def train(program: str, fidelity: Fidelity, out: Path, **options) -> dict:
     except Exception as exc:
         result = {"status": "error", "reason": f"{type(exc).__name__}: {exc}",
                   "traceback": traceback.format_exc()[-4000:]}
+    finally:
+        distributed.teardown()
+    if not trainer.world.main:
+        # torchrun reports a failing rank's exit status; its traceback goes to stderr with the others'.
+        if result["status"] == "error":
+            print(result["traceback"], file=sys.stderr)
+        return result
     tmp = out / ".result.json.tmp"
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(out / "result.json")
@@ -242,26 +269,41 @@ def train(program: str, fidelity: Fidelity, out: Path, **options) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--program", required=True, help="layer program file (see the layer contract)")
-    parser.add_argument("--fidelity", default="smoke")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override fidelity fields")
+    parser = Parser(description=__doc__)
+    parser.add_argument("--program", required=True, type=existing_file,
+                        help="layer program file (see the layer contract)")
+    parser.add_argument("--fidelity", default="smoke", type=fidelity_name)
+    parser.add_argument("--set", nargs="*", default=[], type=key_value, metavar="KEY=VALUE",
+                        help="override fidelity fields")
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--device", default=None, type=device_name,
+                        help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--cache", default=None, help="data cache directory (default RUN_DIR/cache)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--nproc", type=int, default=None,
+                        help="processes training together under torchrun with DDP (default: the fidelity's nproc)")
     args = parser.parse_args(argv)
-    fidelity = get_fidelity(args.fidelity, parse_overrides(args.set))
-    program = Path(args.program).read_text()
+    try:
+        fidelity = get_fidelity(args.fidelity, parse_overrides(args.set))
+    except ValueError as err:  # an unknown field or a bad value in --set
+        parser.error(f"--set: {err}")
+    if args.nproc is not None and args.nproc < 0:
+        parser.error(f"--nproc: must be 0 (every visible GPU) or more, got {args.nproc}")
+    nproc = distributed.resolve_nproc(fidelity.nproc if args.nproc is None else args.nproc, args.device)
+    if nproc > 1 and not distributed.under_torchrun():
+        # The ranks run this same command line; under torchrun they train instead of launching again.
+        return distributed.relaunch(nproc, sys.argv[1:] if argv is None else argv, args.device)
+    program = args.program.read_text()
     result = train(program, fidelity, Path(args.out), seed=args.seed, device=args.device, cache_dir=args.cache,
                    progress=not args.no_progress, compile=args.compile)
     summary = {k: result.get(k) for k in ("status", "reason", "val_loss_start", "val_loss", "tokens_per_s", "params",
                                           "non_embedding_params", "wall_s", "checkpoint")}
-    print(json.dumps(summary, indent=1))
+    if distributed.world().main:
+        print(json.dumps(summary, indent=1))
     return 0 if result["status"] == "ok" else 1
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(guard(main))

@@ -25,6 +25,7 @@ from trainer.boundary import ModelFailed
 from trainer.checkpoint import sha256
 from trainer.cores import claimed_cores
 from trainer.fidelity import get_fidelity
+from trainer.gpu_share import run_shared
 from trainer.job_limits import PayloadRefused, check_payload_overrides
 from trainer.judge import LeakFound
 from trainer.replicates import first_failure, merge_runs, train_seeds
@@ -165,7 +166,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker-id", default=os.environ.get("WORKER_ID"))
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default TRAINER_DEVICE or auto)")
     parser.add_argument("--once", action="store_true", help="handle one job, then exit")
+    parser.add_argument("--workers-per-gpu", type=int, default=int(os.environ.get("TRAINER_WORKERS_PER_GPU") or 1),
+                        help="run K workers side by side, each with 1/K of the GPU's memory (default 1)")
     args = parser.parse_args(argv)
+    if args.workers_per_gpu < 1:
+        parser.error(f"--workers-per-gpu must be at least 1, got {args.workers_per_gpu}")
+    if args.workers_per_gpu > 1:
+        def argv_of(i: int) -> list[str]:
+            return [*(["--device", args.device] if args.device else []), *(["--once"] if args.once else []),
+                    "--api", args.api, "--workers-per-gpu", "1",
+                    *(["--worker-id", f"{args.worker_id}-{i}"] if args.worker_id else [])]
+
+        raise SystemExit(run_shared(argv_of, args.workers_per_gpu))
     if args.device:
         os.environ["TRAINER_DEVICE"] = args.device
     logging.basicConfig(level=logging.INFO, format="%(asctime)s trainer %(levelname)s %(message)s")
