@@ -58,8 +58,9 @@ def promotion_count(candidates: int, fraction: float, minimum: int) -> int:
 
 
 def select_for_promotion(experiments: list[dict], fraction: float, minimum: int) -> list[dict]:
-    """The best-scored experiments of a rung (baselines excluded), best first."""
-    scored = [e for e in experiments if not e.get("is_baseline") and isinstance(e.get("fitness"), (int, float))]
+    """The best-scored experiments of a rung (baselines and vetoed ones excluded), best first."""
+    scored = [e for e in experiments if not e.get("is_baseline") and isinstance(e.get("fitness"), (int, float))
+              and e.get("status") != "vetoed"]
     scored.sort(key=lambda e: (-e["fitness"], e["index"]))
     return scored[:promotion_count(len(scored), fraction, minimum)]
 

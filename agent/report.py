@@ -1,15 +1,22 @@
-"""What a run shows a researcher: a results table and five plots.
+"""What a run shows a researcher: a results table and five plots (agent.plots), and two runs compared.
 
-Plots (PNG, in `RUN_DIR/plots/`): loss curves of each new experiment beside its parent's, fitness
-over experiments, benchmark scores as mean ± SE over seeds against the baseline's band (per rung),
-the lineage tree coloured by fitness with each node's rung, and the discovery curve (experiments that
-beat the baseline by more than 2 SE against compute spent).
+    python -m agent.report show RUN_DIR                           # the table, and the plots into RUN_DIR/plots
+    python -m agent.report compare RUN_DIR_A RUN_DIR_B [--out DIR]  # see agent.compare
+
+Both read a run from its directory (agent.runfiles): the `experiments.json` every session exports, or
+the embedded database of an older run.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
+
+from agent.plots import write_plots
+from trainer.cli import Parser, guard
+
+__all__ = ["COLUMNS", "main", "pm", "render", "results_table", "row", "standings", "write_plots"]
 
 COLUMNS = ["index", "name", "rung", "parent", "val loss", "bench avg", "recall", "fitness", "beats", "status",
            "gpu s", "cpu s", "llm tokens"]
@@ -42,11 +49,16 @@ def row(e: dict) -> list[str]:
             _num(int(costs.get("llm_tokens") or 0))]
 
 
-def results_table(experiments: list[dict]) -> str:
-    rows = [COLUMNS, *[row(e) for e in experiments]]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+def render(rows: list[list[str]]) -> str:
+    """Rows of cells as aligned columns, the first row a header underlined with dashes."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def results_table(experiments: list[dict]) -> str:
+    lines = render([COLUMNS, *[row(e) for e in experiments]]).splitlines()
     failures = [f"  #{e['index']} {e['failure']['stage']}: {e['failure']['reason'].splitlines()[0][:150]}"
                 for e in experiments if e.get("failure")]
     return "\n".join(lines + (["failures:", *failures] if failures else []))
@@ -71,140 +83,43 @@ def standings(experiments: list[dict], weights: dict[str, float]) -> str:
     return "\n".join(["ladder standing (rung weights from calibration):", *lines]) if lines else ""
 
 
-def _curve(e: dict) -> tuple[list[float], list[float]]:
-    points = [(s, v) for s, v in (e.get("train") or {}).get("loss_curve") or [] if v is not None]
-    return [p[0] for p in points], [p[1] for p in points]
+def show(run_dir: str, out: str | None) -> int:
+    from agent.runfiles import load_run
+
+    run = load_run(run_dir)
+    print(results_table(run.experiments))
+    plots = write_plots(run.experiments, run.tree, Path(out) if out else Path(run_dir) / "plots")
+    print(f"plots: {', '.join(str(p) for p in plots)}")
+    return 0
 
 
-def write_plots(experiments: list[dict], tree: list[dict], out_dir: Path) -> list[Path]:
-    import matplotlib
+def compare(run_a: str, run_b: str, out: str | None) -> int:
+    from agent.compare import compare_plots, compare_table
+    from agent.runfiles import load_run
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for e in experiments:
-        steps, losses = _curve(e)
-        if steps:
-            style = "k--" if e.get("is_baseline") else "-"
-            parent = f" (parent #{e['parent']})" if e.get("parent") else ""
-            ax.plot(steps, losses, style, label=f"#{e['index']} {e['name'][:24]}{parent}")
-    ax.set(xlabel="step", ylabel="training loss", title="Loss curves: parents (dashed: baseline) and children")
-    ax.legend(fontsize=7)
-    written.append(_save(fig, out_dir / "loss_curves.png", plt))
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    scored = [e for e in experiments if isinstance(e.get("fitness"), (int, float))]
-    ax.plot([e["index"] for e in scored], [e["fitness"] for e in scored], "o-")
-    failed = [e["index"] for e in experiments if e.get("status") == "failed"]
-    ax.plot(failed, [0.0] * len(failed), "rx", label="failed")
-    ax.axhline(0.5, color="grey", linestyle=":", label="baseline parity")
-    ax.set(xlabel="experiment index", ylabel="fitness", title="Fitness over experiments", ylim=(-0.05, 1.05))
-    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    ax.legend(fontsize=8)
-    written.append(_save(fig, out_dir / "fitness.png", plt))
-
-    written.append(_lineage_plot(tree, out_dir / "lineage.png", plt))
-    written.append(_scores_plot(experiments, out_dir / "scores.png", plt))
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    compute, beaten, spent, count = [0.0], [0], 0.0, 0
-    for e in sorted(experiments, key=lambda e: e["index"]):
-        costs = e.get("costs") or {}
-        spent += float(costs.get("gpu_seconds") or 0) + float(costs.get("cpu_seconds") or 0)
-        count += int(bool(e.get("beats_baseline")))
-        compute.append(spent / 3600)
-        beaten.append(count)
-    ax.step(compute, beaten, where="post", marker="o", markersize=3)
-    ax.set(xlabel="compute spent (GPU + CPU hours)", ylabel="experiments beating the baseline by > 2 SE",
-           title=f"Discovery curve: {count} of {sum(not e.get('is_baseline') for e in experiments)} experiments "
-                 "beat the baseline",
-           ylim=(-0.1, max(1, count) * 1.1))
-    ax.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    written.append(_save(fig, out_dir / "discovery.png", plt))
-    return written
+    a, b = load_run(run_a), load_run(run_b)
+    print(compare_table(a, b))
+    folder = Path(out) if out else Path(run_a) / f"compare-{b.name}"
+    plots = compare_plots(a, b, folder)
+    print(f"plots: {', '.join(str(p) for p in plots)}")
+    return 0
 
 
-def _scores_plot(experiments: list[dict], path: Path, plt) -> Path:
-    """Benchmark score of each experiment as mean ± SE over seeds, one panel per rung, the baseline's as a band."""
-    from database.fitness import benchmark_score
-
-    rungs = list(dict.fromkeys(e.get("fidelity", "?") for e in experiments))
-    fig, axes = plt.subplots(1, max(1, len(rungs)), figsize=(5 * max(1, len(rungs)), 4), squeeze=False)
-    for ax, rung in zip(axes[0], rungs, strict=False):
-        for e in [e for e in experiments if e.get("fidelity", "?") == rung]:
-            evaluation = e.get("eval") or {}
-            stats = evaluation.get("benchmark_stats") or {"mean": benchmark_score(evaluation), "se": 0.0}
-            if stats["mean"] is None:
-                continue
-            if e.get("is_baseline"):
-                low, high = stats["mean"] - stats["se"], stats["mean"] + stats["se"]
-                ax.axhspan(low, high, color="grey", alpha=0.3, label=f"baseline #{e['index']} ± SE")
-                ax.axhline(stats["mean"], color="grey", linewidth=0.8)
-            else:
-                colour = "tab:green" if e.get("beats_baseline") else "tab:blue"
-                ax.errorbar([e["index"]], [stats["mean"]], yerr=[stats["se"]], fmt="o", color=colour, capsize=3)
-        ax.set(xlabel="experiment index", ylabel="benchmark score, mean ± SE over seeds", title=f"rung: {rung}")
-        shown = [e["index"] for e in experiments if e.get("fidelity", "?") == rung and not e.get("is_baseline")]
-        if 0 < len(shown) <= 20:
-            ax.set_xticks(shown)
-            ax.set_xlim(min(shown) - 0.5, max(shown) + 0.5)
-        ax.legend(fontsize=7, loc="best")
-    fig.suptitle("Scores against the baseline (green: beats it by more than 2 SE)", fontsize=9)
-    return _save(fig, path, plt)
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="python -m agent.report", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{show,compare}")
+    one = commands.add_parser("show", help="a run's results table and plots")
+    one.add_argument("run_dir", metavar="RUN_DIR")
+    one.add_argument("--out", default=None, help="folder for the plots (default RUN_DIR/plots)")
+    two = commands.add_parser("compare", help="two runs side by side")
+    two.add_argument("run_a", metavar="RUN_DIR_A")
+    two.add_argument("run_b", metavar="RUN_DIR_B")
+    two.add_argument("--out", default=None, help="folder for the plots (default RUN_DIR_A/compare-<B's name>)")
+    args = parser.parse_args(argv)
+    if args.command == "show":
+        return show(args.run_dir, args.out)
+    return compare(args.run_a, args.run_b, args.out)
 
 
-def _lineage_plot(tree: list[dict], path: Path, plt) -> Path:
-    children: dict[int | None, list[dict]] = {}
-    for node in tree:
-        children.setdefault(node.get("parent"), []).append(node)
-    positions: dict[int, tuple[float, float]] = {}
-    next_row = [0]
-
-    def place(node: dict, depth: int) -> float:
-        kids = children.get(node["index"], [])
-        if kids:
-            ys = [place(kid, depth + 1) for kid in kids]
-            y = sum(ys) / len(ys)
-        else:
-            y = next_row[0]
-            next_row[0] += 1
-        positions[node["index"]] = (depth, y)
-        return y
-
-    known = {n["index"] for n in tree}
-    for root in [n for n in tree if n.get("parent") is None or n.get("parent") not in known]:
-        place(root, 0)
-    fig, ax = plt.subplots(figsize=(8, max(3, 0.35 * next_row[0] + 1)))
-    for node in tree:
-        if node.get("parent") in positions and node["index"] in positions:
-            (x0, y0), (x1, y1) = positions[node["parent"]], positions[node["index"]]
-            ax.plot([x0, x1], [y0, y1], color="grey", linewidth=0.8)
-    xs, ys, colours = [], [], []
-    for node in tree:
-        x, y = positions[node["index"]]
-        xs.append(x)
-        ys.append(y)
-        colours.append(node["fitness"] if isinstance(node.get("fitness"), (int, float)) else float("nan"))
-        rung = f" [{node['fidelity']}]" if node.get("fidelity") else ""
-        label = f"#{node['index']} {(node.get('name') or '')[:32]}{rung}".strip()
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 3), fontsize=7)
-    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
-    points = ax.scatter(xs, ys, c=colours, cmap=cmap, vmin=0, vmax=1, s=60, plotnonfinite=True)
-    fig.colorbar(points, ax=ax, label="fitness (grey: none)")
-    ax.set(xlabel="generation", title="Lineage", yticks=[])
-    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    # Room on the right for the labels of the last generation, and above and below the outer rows.
-    ax.set_xlim(-0.3, max((x for x, _ in positions.values()), default=0) + 1.0)
-    ax.margins(y=0.15)
-    return _save(fig, path, plt)
-
-
-def _save(fig, path: Path, plt) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+if __name__ == "__main__":
+    sys.exit(guard(main))

@@ -18,7 +18,6 @@ A researcher uses it to try a layer; tests and reviewers use it to try an attack
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -26,6 +25,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from trainer.cli import Parser, device_name, existing_file, fidelity_name, guard, key_value, positive_int
 
 
 class Stop(Exception):
@@ -170,31 +171,25 @@ def run_trial(program: str, fidelity, overrides: dict, seeds: list[int], *, devi
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("program", type=Path, help="a layer program (.py)")
-    parser.add_argument("--fidelity", default="smoke")
-    parser.add_argument("--seeds", type=int, default=None, help="training seeds (default: the fidelity's replicates)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="fidelity overrides")
-    parser.add_argument("--device", default="cpu")
+    parser = Parser(description=__doc__)
+    parser.add_argument("program", type=existing_file, help="a layer program (.py)")
+    parser.add_argument("--fidelity", default="smoke", type=fidelity_name)
+    parser.add_argument("--seeds", type=positive_int, default=None, help="training seeds (default: the fidelity's replicates)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", type=key_value, help="fidelity overrides")
+    parser.add_argument("--device", default="cpu", type=device_name)
     parser.add_argument("--no-baseline", action="store_true", help="skip the seed baseline (no fitness)")
-    parser.add_argument("--limit", type=int, default=None, help="examples per benchmark task (default: the tier's)")
+    parser.add_argument("--limit", type=positive_int, default=None, help="examples per benchmark task (default: the tier's)")
     parser.add_argument("--margin", type=float, default=0.1, help="quarantine margin (relative loss improvement)")
     parser.add_argument("--out", type=Path, default=None, help="write the outcome here as JSON")
     args = parser.parse_args(argv)
 
-    from trainer.fidelity import FIDELITIES, get_fidelity, parse_overrides
+    from trainer.fidelity import get_fidelity, parse_overrides
 
-    if not args.program.is_file():
-        parser.error(f"no program file at {args.program}")
-    if args.fidelity not in FIDELITIES:
-        parser.error(f"unknown fidelity {args.fidelity!r}; choose one of {sorted(FIDELITIES)}")
     try:
         overrides = parse_overrides(args.set)
         fidelity = get_fidelity(args.fidelity, overrides)
     except ValueError as err:
         parser.error(str(err))
-    if args.seeds is not None and args.seeds < 1:
-        parser.error("--seeds must be at least 1")
     seeds = list(range(args.seeds or fidelity.replicates))
     os.environ.setdefault("RUN_DIR", "runs/trial")
     from trainer.worker import run_dir
@@ -218,4 +213,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(guard(main))

@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                 for policy in order:
                     started = time.monotonic()
                     with ThreadPoolExecutor(args.concurrent) as pool:
-                        runs = list(pool.map(lambda s: train(policy, s, fidelity, overrides, cache, Path(scratch)),
-                                             range(args.concurrent)))
+                        jobs = [pool.submit(train, policy, seed, fidelity, overrides, cache, Path(scratch))
+                                for seed in range(args.concurrent)]
+                        runs = [job.result() for job in jobs]
                     speeds[policy] += [speed for _, speed in runs]
                     print(f"round {round_ + 1} {policy:<9} threads {[t for t, _ in runs]} tokens/s "
                           f"{[round(s) for _, s in runs]} wall {time.monotonic() - started:.1f} s", flush=True)

@@ -1,4 +1,5 @@
-"""The candidate API: `create_app()` builds it; `python -m database` serves it (OpenAPI at /docs).
+"""The candidate API: `create_app()` builds it; `python -m database` serves it (OpenAPI at /docs, served
+offline; the dashboard at /ui).
 
 With no MONGODB_URL the app starts an embedded MongoDB-wire server on `RUN_DIR/db.sqlite` and stops
 it on shutdown. A background reaper re-queues jobs whose leases expired.
@@ -15,9 +16,10 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from database import dashboard, docs
 from database.bson_safe import install_handlers
 from database.embedded import EmbeddedMongo
-from database.routes import calibrations, candidates, experiments, jobs, search, system
+from database.routes import calibrations, candidates, experiments, jobs, search, steering, system
 from database.settings import Settings
 from database.store import Store
 
@@ -103,10 +105,15 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         description="Experiments, candidate pool, lineage, job queue with leases, cognition and search.",
         version="0.1.0",
         lifespan=lifespan,
+        # Replaced by docs.install: the defaults load their assets from a CDN and are blank offline.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
-    for module in (system, experiments, candidates, jobs, search, calibrations):
+    for module in (system, experiments, candidates, jobs, search, calibrations, steering):
         app.include_router(module.router)
+    docs.install(app)
+    dashboard.install(app)
     install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

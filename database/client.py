@@ -41,6 +41,9 @@ class ApiClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.AsyncClient(base_url=base_url, headers=headers, transport=transport, timeout=timeout)
         self.retries, self.backoff_s = retries, backoff_s
+        # Set by each lease: whether the API answered "nothing" because the run is paused.
+        self.run_paused = False
+        self._last_headers: httpx.Headers = httpx.Headers()
 
     async def __aenter__(self) -> ApiClient:
         return self
@@ -56,6 +59,7 @@ class ApiClient:
         for attempt in range(self.retries + 1):
             try:
                 response = await self.http.request(method, path, json=json, params=params)
+                self._last_headers = response.headers
             except (httpx.TransportError, OSError) as err:
                 if attempt == self.retries:
                     raise ApiError(0, f"cannot reach the API at {self.http.base_url}: {err!r}", method, path) from err
@@ -164,7 +168,10 @@ class ApiClient:
         return await self.request("GET", "/jobs", params=filters)
 
     async def lease_job(self, kinds: list[str], worker: str) -> dict | None:
-        return await self.request("POST", "/jobs/lease", json={"kinds": list(kinds), "worker": worker})
+        job = await self.request("POST", "/jobs/lease", json={"kinds": list(kinds), "worker": worker})
+        # Read before any other await, so that no concurrent request's headers are seen instead.
+        self.run_paused = job is None and self._last_headers.get("x-run-paused") == "true"
+        return job
 
     async def heartbeat(self, job_id: str, worker: str) -> dict:
         return await self.request("POST", f"/jobs/{job_id}/heartbeat", json={"worker": worker})
@@ -189,6 +196,31 @@ class ApiClient:
 
     async def search_cognition(self, q: str, k: int = 3) -> list[dict]:
         return await self.request("GET", "/cognition/search", params={"q": q, "k": k})
+
+    # Steering
+
+    async def submit_program(
+        self, *, program: str, name: str | None = None, motivation: str | None = None, parent: int | None = None,
+        fidelity: str | None = None, actor: str | None = None,
+    ) -> dict:
+        body = {"program": program, "name": name, "motivation": motivation, "parent": parent, "fidelity": fidelity,
+                "actor": actor}
+        return await self.request("POST", "/programs", json=body)
+
+    async def veto(self, index: int, reason: str, actor: str | None = None) -> dict:
+        return await self.request("POST", f"/experiments/{index}/veto", json={"reason": reason, "actor": actor})
+
+    async def pause(self, actor: str | None = None, reason: str | None = None) -> dict:
+        return await self.request("POST", "/control/pause", json={"actor": actor, "reason": reason})
+
+    async def resume(self, actor: str | None = None, reason: str | None = None) -> dict:
+        return await self.request("POST", "/control/resume", json={"actor": actor, "reason": reason})
+
+    async def control(self) -> dict:
+        return await self.request("GET", "/control")
+
+    async def actions(self, limit: int = 500) -> list[dict]:
+        return await self.request("GET", "/actions", params={"limit": limit})
 
     async def put_calibration(self, record: dict) -> dict:
         return await self.request("PUT", f"/calibrations/{record['fidelity']}", json=record)

@@ -25,6 +25,7 @@ class Origin(StrEnum):
     llm = "llm"
     imported = "import"
     promoted = "promoted"  # a candidate's copy at the next rung of the ladder
+    human = "human"  # a program submitted by hand (POST /programs, pipeline --program)
 
 
 class ExperimentStatus(StrEnum):
@@ -35,6 +36,7 @@ class ExperimentStatus(StrEnum):
     analysed = "analysed"
     quarantined = "quarantined"
     failed = "failed"
+    vetoed = "vetoed"  # taken out of the pool by hand (POST /experiments/{index}/veto)
 
 
 class JobKind(StrEnum):
@@ -229,3 +231,42 @@ class SimilarHit(BaseModel):
     name: str
     motivation: str
     score: float
+
+
+ACTOR_HELP = 'who acts; recorded as "api" when not given'
+
+
+class ProgramSubmit(Strict):
+    """A hand-written program to run as a candidate of the current run."""
+
+    program: str = Field(min_length=1)
+    name: str | None = Field(default=None, pattern=NAME_PATTERN, description="default: human-<hash of the program>")
+    motivation: str | None = None
+    parent: int | None = Field(default=None, ge=1)
+    fidelity: Fidelity | None = Field(default=None, description="default: the parent's, else the run's first rung")
+    actor: str | None = Field(default=None, max_length=200, description=ACTOR_HELP)
+
+
+class VetoRequest(Strict):
+    reason: str = Field(min_length=1, max_length=10_000)
+    actor: str | None = Field(default=None, max_length=200, description=ACTOR_HELP)
+
+
+class ControlRequest(Strict):
+    actor: str | None = Field(default=None, max_length=200, description=ACTOR_HELP)
+    reason: str | None = Field(default=None, max_length=10_000)
+
+
+class ControlState(BaseModel):
+    paused: bool
+    since: str | None
+    by: str | None
+    reason: str | None
+
+
+class SteeringAction(BaseModel):
+    action: str
+    target: int | None
+    by: str
+    at: str
+    detail: dict[str, Any]

@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 STAGES = ["research", "engineer", "train", "evaluate", "analyse"]
 NEXT_STAGE = {"research": "engineer", "engineer": "train", "train": "evaluate", "evaluate": "analyse"}
-EXPERIMENT_STATUSES = ["proposed", "checked", "trained", "evaluated", "analysed", "quarantined", "failed"]
+EXPERIMENT_STATUSES = ["proposed", "checked", "trained", "evaluated", "analysed", "quarantined", "failed", "vetoed"]
 JOB_STATUSES = ["queued", "running", "succeeded", "failed"]
 COST_FIELDS = ["llm_tokens", "gpu_seconds", "cpu_seconds"]
 
@@ -129,6 +129,14 @@ class Store:
         update: dict[str, Any] = {"$set": {**fields, "updated_at": time.time()}}
         if costs:
             update["$inc"] = {f"costs.{name}": value for name, value in costs.items()}
+        if fields.get("status") not in (None, "vetoed"):
+            # A veto is final (database.steering): later stage results are recorded, the status stays.
+            doc = await self.experiments.find_one_and_update(
+                {"index": index, "status": {"$ne": "vetoed"}}, update, projection={"_id": 0},
+                return_document=ReturnDocument.AFTER)
+            if doc is not None:
+                return doc
+            update["$set"].pop("status")
         doc = await self.experiments.find_one_and_update(
             {"index": index}, update, projection={"_id": 0}, return_document=ReturnDocument.AFTER
         )
@@ -138,7 +146,7 @@ class Store:
 
     async def fail_experiment(self, *, index: int, stage: str, reason: str) -> None:
         await self.experiments.update_one(
-            {"index": index},
+            {"index": index, "status": {"$ne": "vetoed"}},
             {"$set": {"status": "failed", "failure": {"stage": stage, "reason": reason}, "updated_at": time.time()}},
         )
 

@@ -18,7 +18,6 @@ The result (printed as a table, written as JSON with --out) is what the experime
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from evaluator.quiet import offline_hub, quiet_libraries
 from evaluator.tasks import ALL_TASKS, LANGUAGE_TASKS, PERPLEXITY_TASKS, RECALL_TASKS, SYNTHETIC_TASKS
+from trainer.cli import Parser, checkpoint_dir, device_name, guard, one_of, positive_int
 from trainer.data import default_cache_dir
 
 offline_hub(True)  # before `datasets` is imported anywhere: local files only, never wait on the network
@@ -177,14 +177,15 @@ def format_table(scores: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--tier", default="smoke", choices=sorted([*TIERS, "synthetic"]),
+    parser = Parser(description=__doc__)
+    parser.add_argument("--checkpoint", required=True, type=checkpoint_dir)
+    parser.add_argument("--tier", default="smoke", type=one_of(sorted([*TIERS, "synthetic"]), "tier"),
                         help="synthetic: a checkpoint of the synthetic fidelity, scored on fresh test sequences")
-    parser.add_argument("--tasks", nargs="*", default=None, help=f"a subset of tasks (known: {' '.join(ALL_TASKS)})")
-    parser.add_argument("--limit", type=int, default=None, help="examples per task (default: the tier's)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--tasks", nargs="*", default=None, type=one_of(ALL_TASKS, "task"),
+                        help=f"a subset of tasks (known: {' '.join(ALL_TASKS)})")
+    parser.add_argument("--limit", type=positive_int, default=None, help="examples per task (default: the tier's)")
+    parser.add_argument("--device", default="cpu", type=device_name)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--cache", default=None, help="where task files are built (default RUN_DIR/cache)")
     parser.add_argument("--hub", action="store_true", help="lm-eval's own tasks and hub datasets (needs network)")
     parser.add_argument("--out", default=None, help="write the scores as JSON here")
@@ -206,4 +207,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(guard(main))

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.database.dashboard_browser import browser_available, check_every_page
 from trainer.layers import seed_program
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,4 +116,9 @@ def test_a_scripted_run_rejects_one_candidate_and_repairs_another(tmp_path, star
     for name in ("seed-deltanet-smoke", "sequence-mean-context", "sigmoid-output-gate", "failed@engineer"):
         assert name in done.stdout, done.stdout[-3000:]
     assert (run_dir / "plots" / "lineage.png").exists()
+
+    # The dashboard's address was printed, and every page of the finished run draws its data in a browser.
+    assert "dashboard: http://127.0.0.1:" in done.stdout
+    if browser_available():
+        check_every_page(api.url, Path(os.environ.get("DASHBOARD_SHOTS") or tmp_path / "shots"), "embedded-run")
 

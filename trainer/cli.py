@@ -58,6 +58,25 @@ def existing_dir(value: str) -> Path:
     return path
 
 
+def checkpoint_dir(value: str) -> Path:
+    """A trained model's folder: it holds the config.json that trainer.checkpoint writes."""
+    path = existing_dir(value)
+    if not (path / "config.json").is_file():
+        raise argparse.ArgumentTypeError(f"not a checkpoint directory (no config.json in it): {value}")
+    return path
+
+
+def one_of(choices, what: str) -> Callable[[str], str]:
+    """An argument type accepting one of `choices`, naming them when the value is not one."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise argparse.ArgumentTypeError(f"unknown {what} {value!r} (choose from {', '.join(choices)})")
+        return value
+
+    return check
+
+
 def positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -93,7 +112,7 @@ def device_name(value: str) -> str:
 
 
 def guard(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run an entry point's `main`; a UsageError (or a ValueError naming a bad setting) becomes one line, exit 2."""
+    """Run an entry point's `main`; a UsageError raised anywhere below it becomes one line and exit status 2."""
     try:
         return main(argv) or 0
     except UsageError as err:

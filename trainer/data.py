@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import sysconfig
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -128,7 +129,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
 
 
 def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Unique per writer: workers on several hosts (a SLURM array) may prepare one shared cache at once.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     write(tmp)
     tmp.replace(path)
 
@@ -187,7 +189,9 @@ def prepare(dataset: str, vocab_size: int, cache_dir: Path, *, max_tokens: int |
     from trainer.progress import progress as progress_bar
 
     bar = progress_bar(total=max_tokens, unit="tok", unit_scale=True, desc=f"tokenising {dataset}", disable=not progress)
-    with open(directory / ".train.tmp", "wb") as train_out, open(directory / ".val.tmp", "wb") as val_out:
+    # Per-writer names: concurrent workers sharing the cache each write their own copy, then rename it in.
+    train_tmp, val_tmp = (directory / f".{part}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp" for part in ("train", "val"))
+    with open(train_tmp, "wb") as train_out, open(val_tmp, "wb") as val_out:
         counts = {"train": 0, "val": 0}
         for batch in _batches(stream, 256):
             pairs = [split_document(d) for d in batch]
@@ -201,9 +205,9 @@ def prepare(dataset: str, vocab_size: int, cache_dir: Path, *, max_tokens: int |
             if max_tokens and counts["train"] + counts["val"] >= max_tokens:
                 break
     bar.close()
-    tokenizer.save(str(directory / "tokenizer.json"))
-    (directory / ".train.tmp").replace(directory / "train.bin")
-    (directory / ".val.tmp").replace(directory / "val.bin")
+    _atomic_write(directory / "tokenizer.json", lambda p: tokenizer.save(str(p)))
+    train_tmp.replace(directory / "train.bin")
+    val_tmp.replace(directory / "val.bin")
     meta = {"dataset": dataset, "vocab_size": tokenizer.get_vocab_size(), "eos_token_id": eos,
             "dtype": np.dtype(dtype).name, "train_tokens": counts["train"], "val_tokens": counts["val"]}
     _atomic_write(directory / "meta.json", lambda p: p.write_text(json.dumps(meta, indent=1)))

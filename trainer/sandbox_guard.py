@@ -156,11 +156,47 @@ class Guard:
                 self._refuse(f"starting {executable!r}")
 
 
+def loopback_up() -> bool:
+    """Bring up `lo` in the network namespace `isolate_network` made (it starts down), while this process
+    still holds the capabilities it has over that namespace. Best effort."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            request = struct.pack("16sH14x", b"lo", 0)
+            flags = struct.unpack("16sH14x", fcntl.ioctl(sock, siocgifflags, request))[1]
+            fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+        return True
+    except OSError:
+        return False
+
+
+def rank_environment(inherited: dict, *, unshared_here: bool) -> dict:
+    """The environment a launcher (torchrun, `trainer.distributed`) passes to the guards of its ranks.
+
+    The launcher is trusted code that runs no candidate code: it keeps no audit hook, since it must start
+    the ranks and meet them on loopback. Each rank runs under this guard again, with the same limits. They
+    share the launcher's network namespace: unsharing another one each would part them.
+    """
+    env = dict(inherited)
+    if unshared_here:
+        env["SANDBOX_NETWORK"] = "1"  # "do not unshare again": the namespace is private already
+    if "SANDBOX_PARENT_PID" in inherited:
+        env["SANDBOX_PARENT_PID"] = str(os.getpid())  # ranks die with the launcher, as it dies with the worker
+    return env
+
+
 def main(argv: list[str]) -> None:
     if "--" not in argv or len(argv) < 3:
         raise SystemExit("usage: python -m trainer.sandbox_guard WORKDIR [WRITABLE...] -- ARGS")
     split = argv.index("--")
     workdir, writable, target = argv[0], argv[1:split], argv[split + 1:]
+    launcher = os.environ.pop("SANDBOX_LAUNCHER", "0") == "1"
+    # Read before they are consumed below: a launcher hands the same limits to the guards of its ranks.
+    inherited = {k: v for k, v in os.environ.items() if k.startswith("SANDBOX_")}
     # In the jail, bwrap's --die-with-parent does this (and the parent is outside our PID namespace).
     if sys.platform == "linux" and os.environ.get("SANDBOX_PARENT_PID"):
         die_with_parent(int(os.environ.pop("SANDBOX_PARENT_PID")))
@@ -170,13 +206,19 @@ def main(argv: list[str]) -> None:
     max_threads = int(os.environ.pop("SANDBOX_MAX_THREADS", "0") or 0)
     worker_uid = os.environ.pop("SANDBOX_WORKER_UID", "")
     isolated = network or jailed or isolate_network()
+    unshared_here = isolated and not (network or jailed)
+    if launcher and unshared_here:
+        loopback_up()  # the ranks meet on loopback; the jail's has it up already, a fresh namespace's is down
     set_limits(*limits)
     if sys.platform == "linux":
         limit_threads(max_threads, int(worker_uid) if worker_uid.isdigit() else None)
         drop_capabilities()  # after the limits: lowering a hard limit is allowed, raising one would not be
     os.chdir(workdir)
     os.environ["SANDBOX_NETWORK_ISOLATED"] = "1" if isolated else "0"
-    sys.addaudithook(Guard([workdir, *writable]))
+    if launcher:
+        os.environ.update(rank_environment(inherited, unshared_here=unshared_here))
+    else:
+        sys.addaudithook(Guard([workdir, *writable]))
     if target[0] == "-m":
         sys.argv = [target[1], *target[2:]]
         runpy.run_module(target[1], run_name="__main__", alter_sys=True)

@@ -6,6 +6,7 @@ import time
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
+from database import steering
 from database.deps import ReadAuth, SettingsDep, StoreDep, WriteAuth
 from database.schemas import (
     JobComplete,
@@ -54,11 +55,14 @@ async def list_jobs(
     return JobsPublic(data=data, count=count)
 
 
-@router.post("/lease", dependencies=[WriteAuth], responses={204: {"description": "no job of these kinds is queued"}})
+@router.post("/lease", dependencies=[WriteAuth], responses={
+    204: {"description": "no job of these kinds is queued, or the run is paused (header X-Run-Paused: true)"}})
 async def lease(body: JobLease, store: StoreDep, settings: SettingsDep):
-    """Atomically claim the oldest queued job of the given kinds; 204 when there is none."""
-    job = await store.lease_job(kinds=[k.value for k in body.kinds], worker=body.worker, now=time.time(),
-                                lease_s=settings.default_lease_s)
+    """Atomically claim the oldest queued job of the given kinds; 204 when there is none or the run is paused."""
+    if await steering.is_paused(store):
+        return Response(status_code=status.HTTP_204_NO_CONTENT, headers={steering.PAUSED_HEADER: "true"})
+    job = await steering.lease(store, kinds=[k.value for k in body.kinds], worker=body.worker, now=time.time(),
+                               lease_s=settings.default_lease_s)
     if job is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return job
@@ -85,12 +89,14 @@ async def heartbeat(job_id: str, body: WorkerRef, store: StoreDep) -> dict:
 async def complete(job_id: str, body: JobComplete, store: StoreDep) -> dict:
     """Record the result and enqueue the follow-up jobs. Repeating it is a no-op; a stale worker gets 409."""
     try:
-        return await store.complete_job(
+        done = await store.complete_job(
             job_id=job_id, worker=body.worker, result=body.result,
             next_jobs=[j.model_dump(mode="json", exclude_unset=True) for j in body.next_jobs], now=time.time(),
         )
     except (NotFound, Conflict) as err:
         _raise(err)
+    await steering.cancel_if_vetoed(store, done.get("experiment"))
+    return done
 
 
 @router.post("/{job_id}/fail", dependencies=[WriteAuth])

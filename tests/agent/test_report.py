@@ -39,3 +39,17 @@ def test_plots_are_written_as_pngs(tmp_path):
                                        "discovery.png"}
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_loss_plot_draws_validation_curves_with_the_baseline_band_and_fitness_parts(tmp_path):
+    from agent.plots import mean_se_curve, seed_curves
+
+    rows = [experiment(1, None, 0.5, baseline=True), experiment(2, 1, 0.7)]
+    for i, row in enumerate(rows):
+        row["train"]["val_curves"] = [[[0, 6.0], [50, 4.0 + s / 10], [100, 3.0 + i / 10 + s / 10]] for s in range(3)]
+        row["fitness_parts"] = {"loss": 0.6, "benchmark": 0.5, "judge": None}
+        row["evidence"] = {"loss": {"difference": 0.1, "se": 0.05, "reference": 3.1}, "benchmark": None}
+    steps, means, ses = mean_se_curve(seed_curves(rows[0]))
+    assert steps == [0, 50, 100] and means[-1] == 3.1 and round(ses[-1], 4) == 0.0577
+    paths = write_plots(rows, [], tmp_path)
+    assert all(p.stat().st_size > 5000 for p in paths)

@@ -17,6 +17,7 @@ WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 VALID_BODIES = {
     "/experiments/{index}": {},
     "/experiments/{index}/score": {},
+    "/experiments/{index}/veto": {"reason": "r"},
     "/jobs/{job_id}/heartbeat": {"worker": "w"},
     "/jobs/{job_id}/complete": {"worker": "w"},
     "/jobs/{job_id}/fail": {"worker": "w", "reason": "r"},

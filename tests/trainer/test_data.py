@@ -80,6 +80,26 @@ def test_prepare_is_deterministic_and_reuses_its_cache(local_corpus, tmp_path, m
     assert data.data_directory(tmp_path / "one", str(local_corpus), 400) != first.directory
 
 
+def test_two_workers_preparing_one_shared_cache_at_once_both_succeed(local_corpus, tmp_path, monkeypatch):
+    # Trainers of a SLURM array share RUN_DIR/cache: both may find it empty and tokenise at the same time.
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    both_writing = threading.Barrier(2, timeout=30)
+    batches = data._batches
+
+    def in_step(*args, **kwargs):
+        both_writing.wait()  # each has opened its output files; neither has renamed them into place
+        return batches(*args, **kwargs)
+
+    monkeypatch.setattr(data, "_batches", in_step)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(data.prepare, str(local_corpus), 300, tmp_path / "cache", progress=False) for _ in range(2)]
+        prepared = [run.result() for run in runs]
+    assert prepared[0].meta == prepared[1].meta and np.array_equal(prepared[0].train, prepared[1].train)
+    assert not list(prepared[0].directory.glob(".*tmp"))
+
+
 def test_batches_are_seeded_and_validation_windows_fixed():
     tokens = np.arange(1000, dtype=np.uint16)
     a = data.random_windows(tokens, 16, 4, torch.Generator().manual_seed(1))

@@ -16,7 +16,5 @@ class DiscoveryConfig(PretrainedConfig):
         self.num_hidden_layers = self.lm.get("num_layers", kwargs.pop("num_hidden_layers", 0))
         self.num_attention_heads = self.lm.get("num_heads", kwargs.pop("num_attention_heads", 0))
         self.max_position_embeddings = self.lm.get("max_seq_len", kwargs.pop("max_position_embeddings", 0))
-        # The shell has no key/value cache: every generated token re-reads the whole prefix.
-        kwargs["use_cache"] = False
         kwargs.setdefault("eos_token_id", self.lm.get("eos_token_id"))
         super().__init__(tie_word_embeddings=self.lm.get("tie_embeddings", tie_word_embeddings), **kwargs)
