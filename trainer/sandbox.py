@@ -29,11 +29,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections import namedtuple
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from trainer import jail
+from trainer.processes import disk_usage, kill_session, running, sandbox_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 TAIL_CHARS = 4000
@@ -104,84 +104,6 @@ def _protect_from_children() -> None:
         pass
 
 
-_Proc = namedtuple("_Proc", "pid ppid sid resident_kb threads zombie")
-
-
-def _scan() -> dict[int, _Proc]:
-    """Every process of the machine as this process's /proc shows it (empty where there is no /proc)."""
-    table, page_kb = {}, os.sysconf("SC_PAGE_SIZE") // 1024
-    for name in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            # fields[1] is the parent, [3] the session id, [17] the thread count, [21] resident pages.
-            table[int(name)] = _Proc(int(name), int(fields[1]), int(fields[3]), int(fields[21]) * page_kb,
-                                     int(fields[17]), fields[0] == "Z")
-        except (OSError, IndexError, ValueError):
-            continue
-    return table
-
-
-def _session_processes(sid: int) -> list[tuple[int, int]]:
-    """(pid, resident kB) of every live process in session `sid` (Linux /proc; empty elsewhere)."""
-    return [(p.pid, p.resident_kb) for p in _scan().values() if p.sid == sid and not p.zombie]
-
-
-def _sandbox_processes(leader: int) -> list[_Proc]:
-    """The live processes of the sandbox led by `leader`: its session, and its descendants, which a
-    process that called setsid() still is (in the jail, orphans are adopted by the namespace's init)."""
-    table = _scan()
-    children: dict[int, list[int]] = {}
-    for p in table.values():
-        children.setdefault(p.ppid, []).append(p.pid)
-    descendants, stack = {leader}, [leader]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in descendants:
-                descendants.add(child)
-                stack.append(child)
-    members = descendants | {p.pid for p in table.values() if p.sid == leader}
-    return [table[pid] for pid in members if pid in table and not table[pid].zombie]
-
-
-def _kill_session(sid: int) -> None:
-    # The process group, then anything that left it (or the session) too.
-    for kill, pid in [(os.killpg, sid), *((os.kill, p.pid) for p in _sandbox_processes(sid))]:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            kill(pid, signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    """Whether our child `pid` is still running, without reaping it: while it is a zombie its pid (the
-    session's id) cannot be reused, so killing by that id never hits a stranger."""
-    try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
-    except ChildProcessError:
-        return False
-
-
-def _disk_usage(paths: list[Path]) -> int:
-    """Bytes allocated under `paths`, each file or directory counted once and at least 4 kB (its inode):
-    sparse files cost what they use, and a flood of empty files still counts."""
-    seen, total, stack = set(), 0, [str(p) for p in paths]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if (info.st_dev, info.st_ino) not in seen:
-                seen.add((info.st_dev, info.st_ino))
-                total += max(info.st_blocks * 512, 4096)
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-    return total
-
-
 def _close_quietly(*streams) -> None:
     for stream in filter(None, streams):
         with contextlib.suppress(OSError):  # a write still buffered for a program that is gone
@@ -224,7 +146,7 @@ class SandboxedProcess:
                  watched: list[Path], sinks: dict, stop: threading.Event | None, poll_s: float):
         self.process, self.workdir, self.limits, self.isolation = process, workdir, limits, isolation
         self._helpers = JAIL_HELPERS if isolation == "kernel" else 0
-        self._watched, self._disk_base = watched, _disk_usage(watched)
+        self._watched, self._disk_base = watched, disk_usage(watched)
         self._stop, self._poll_s = stop, poll_s
         self._started = time.monotonic()
         self._closing, self._lock = threading.Event(), threading.Lock()
@@ -251,17 +173,17 @@ class SandboxedProcess:
         if self.process.stdin is not None:  # a server ends on EOF: give it a moment to do so
             _close_quietly(self.process.stdin)
             deadline = time.monotonic() + CLOSE_GRACE_S
-            while _running(self.process.pid) and time.monotonic() < deadline:
+            while running(self.process.pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
-        closed_early = _running(self.process.pid)
+        closed_early = running(self.process.pid)
         self._closing.set()
         try:
-            _kill_session(self.process.pid)
+            kill_session(self.process.pid)
         finally:
             self.process.wait()
         deadline = time.monotonic() + 5  # killed processes take a moment to go: none is left when this returns
-        while _sandbox_processes(self.process.pid) and time.monotonic() < deadline:
-            _kill_session(self.process.pid)
+        while sandbox_processes(self.process.pid) and time.monotonic() < deadline:
+            kill_session(self.process.pid)
             time.sleep(0.01)
         for thread in self._threads:
             thread.join(timeout=5)
@@ -274,11 +196,11 @@ class SandboxedProcess:
         with self._lock:
             self._reason = self._reason or reason
         if self.process.returncode is None:
-            _kill_session(self.process.pid)
+            kill_session(self.process.pid)
 
     def _monitor(self) -> None:
         next_disk = time.monotonic() + DISK_CHECK_S
-        while not self._closing.is_set() and _running(self.process.pid):
+        while not self._closing.is_set() and running(self.process.pid):
             reason = self._check()
             if reason is None and time.monotonic() >= next_disk:
                 reason, next_disk = self._check_disk(), time.monotonic() + DISK_CHECK_S
@@ -288,7 +210,7 @@ class SandboxedProcess:
             self._closing.wait(self._poll_s)
 
     def _check(self) -> str | None:
-        members, limits = _sandbox_processes(self.process.pid), self.limits
+        members, limits = sandbox_processes(self.process.pid), self.limits
         processes = max(0, len(members) - self._helpers)
         threads = max(0, sum(p.threads for p in members) - self._helpers)
         resident_kb = sum(p.resident_kb for p in members)
@@ -306,7 +228,7 @@ class SandboxedProcess:
         return None
 
     def _check_disk(self) -> str | None:
-        grown_mb = (_disk_usage(self._watched) - self._disk_base) / 2**20
+        grown_mb = (disk_usage(self._watched) - self._disk_base) / 2**20
         if grown_mb > self.limits["disk_mb"]:
             return (f"disk limit: {grown_mb:.0f} MB written under the writable paths, over the "
                     f"{self.limits['disk_mb']} MB limit")

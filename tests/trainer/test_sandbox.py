@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 import trainer.sandbox
-from trainer.sandbox import _session_processes, run_sandboxed
+from trainer.processes import session_processes
+from trainer.sandbox import run_sandboxed
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox's monitor reads Linux /proc")
 
@@ -50,9 +51,9 @@ def sandboxed(code: str, workdir: Path, **limits):
 def assert_nothing_survives(sid: int | None) -> None:
     assert sid is not None, "the child never wrote its pid: nothing was checked"
     deadline = time.monotonic() + 5
-    while _session_processes(sid) and time.monotonic() < deadline:
+    while session_processes(sid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _session_processes(sid) == []
+    assert session_processes(sid) == []
 
 
 def test_a_well_behaved_program_reports_its_result(tmp_path):
@@ -241,7 +242,7 @@ def test_a_child_dies_with_the_process_that_started_it(tmp_path):
         while not (workdir / "pid").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         sid = int((tmp_path / "sid").read_text())
-        assert _session_processes(sid)
+        assert session_processes(sid)
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
