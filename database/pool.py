@@ -21,10 +21,46 @@ def eligible(experiment: dict) -> bool:
     return bool(scores) and all(_finite(score) for score in scores)
 
 
-def rank(experiments: list[dict], k: int = 50) -> list[dict]:
-    """The top-k eligible experiments by fitness, ties broken by the older index."""
-    ranked = sorted((e for e in experiments if eligible(e)), key=lambda e: (-e["fitness"], e["index"]))
-    return ranked[:k]
+RANKINGS = ("quality", "weighted", "pareto")
+
+
+def speed(experiment: dict) -> float:
+    """Training speed relative to the seed as the evaluator measured it (1.0 where it was not measured)."""
+    value = (experiment.get("cost") or {}).get("speed_vs_seed")
+    return float(value) if _finite(value) and value > 0 else 1.0
+
+
+def pareto_fronts(experiments: list[dict]) -> dict[int, int]:
+    """Front number per index (0: not dominated) over (fitness, speed), both higher-is-better."""
+    points = {e["index"]: (e["fitness"], speed(e)) for e in experiments}
+    fronts, left, front = {}, set(points), 0
+    while left:
+        current = {i for i in left if not any(points[j][0] >= points[i][0] and points[j][1] >= points[i][1]
+                                               and points[j] != points[i] for j in left)}
+        fronts.update(dict.fromkeys(current, front))
+        left -= current
+        front += 1
+    return fronts
+
+
+def rank(experiments: list[dict], k: int = 50, by: str = "quality", cost_weight: float = 0.1) -> list[dict]:
+    """The top-k eligible experiments, ties broken by the older index.
+
+    `quality` (the default) ranks by fitness alone; `weighted` by fitness + cost_weight * log2(speed
+    relative to the seed), so twice as fast is worth cost_weight of fitness; `pareto` by the Pareto
+    front of fitness and speed, then fitness within a front.
+    """
+    if by not in RANKINGS:
+        raise ValueError(f"unknown ranking {by!r} (choose from {', '.join(RANKINGS)})")
+    pool = [e for e in experiments if eligible(e)]
+    fronts = pareto_fronts(pool) if by == "pareto" else {}
+
+    def key(e: dict) -> tuple:
+        if by == "weighted":
+            return -(e["fitness"] + cost_weight * math.log2(speed(e))), e["index"]
+        return fronts.get(e["index"], 0), -e["fitness"], e["index"]
+
+    return sorted(pool, key=key)[:k]
 
 
 def sample_by_rank(

@@ -113,6 +113,8 @@ class ExperimentUpdate(Strict):
     versions: list[dict[str, Any]] | None = None
     # Why a result too good to believe was held out of the pool and re-run (agent.quarantine).
     quarantine: dict[str, Any] | None = None
+    # Speed relative to the seed and peak memory, measured by the evaluator (evaluator.cost).
+    cost: dict[str, Any] | None = None
     costs: Costs | None = None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,10 @@ class Settings(BaseSettings):
 
     # Candidate pool and sampling.
     pool_size: int = 50
+    # How the pool ranks: "quality" (fitness), "weighted" (fitness + cost_weight * log2 speed vs the seed)
+    # or "pareto" (front of fitness and speed, then fitness). Speed comes from the evaluator (evaluator.cost).
+    pool_ranking: Literal["quality", "weighted", "pareto"] = "quality"
+    cost_weight: float = 0.1
     parent_top: int = 10
     reference_count: int = 4
     uct_c: float = 1.0

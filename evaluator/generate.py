@@ -48,18 +48,32 @@ def next_token(logits: torch.Tensor, temperature: float, top_k: int, generator: 
 
 
 class Stream:
-    """Writes decoded text as it grows; holds back an unfinished multi-byte character until it is complete."""
+    """Writes the prompt, then the decoded text as it grows, holding back an unfinished multi-byte character.
 
-    def __init__(self, tokenizer, out=sys.stdout):
-        self.tokenizer, self.out, self.shown = tokenizer, out, ""
+    Nothing is written before the model's first answer, so a model that fails leaves only the error line.
+    """
+
+    def __init__(self, tokenizer, out=sys.stdout, prompt: str = ""):
+        self.tokenizer, self.out, self.prompt, self.shown = tokenizer, out, prompt, None
+
+    def _write(self, text: str) -> None:
+        if self.shown is None:
+            self.out.write(self.prompt)
+            self.shown = ""
+        self.out.write(text)
+        self.out.flush()
 
     def update(self, ids: list[int]) -> None:
         text = self.tokenizer.decode(ids)
-        if text.endswith("\ufffd") or not text.startswith(self.shown):
+        if text.endswith("\ufffd") or not text.startswith(self.shown or ""):
             return
-        self.out.write(text[len(self.shown):])
-        self.out.flush()
+        self._write(text[len(self.shown or ""):])
         self.shown = text
+
+    def finish(self, ids: list[int]) -> str:
+        text = self.tokenizer.decode(ids)
+        self._write(text[len(self.shown or ""):] + "\n")
+        return text
 
 
 def _load_tokenizer(directory: Path):
@@ -120,14 +134,12 @@ def generate(directory: Path, prompt: str, *, max_new_tokens: int = 50, temperat
     eos_id = lm.get("eos_token_id")
     # An empty prompt starts from the end-of-text token, as documents did in training.
     prompt_ids = tokenizer.encode(prompt).ids or [eos_id if eos_id is not None else 0]
-    stream = Stream(tokenizer, out)
+    stream = Stream(tokenizer, out, prompt)
     print(f"starting the candidate's model server in the sandbox ({device})...", file=log, flush=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="generate-") as workdir:
         model = SandboxedModel(directory, workdir=Path(workdir), device=device)
         try:
-            out.write(prompt)
-            out.flush()
             new = sample(model, prompt_ids, max_new_tokens=max_new_tokens, window=int(lm.get("max_seq_len", 2048)),
                          eos_id=eos_id, temperature=temperature, top_k=top_k, seed=seed, on_token=stream.update)
         except SandboxUnavailable as err:
@@ -136,9 +148,7 @@ def generate(directory: Path, prompt: str, *, max_new_tokens: int = 50, temperat
             raise UsageError(f"the candidate's model failed: {err}") from None
         finally:
             model.close()
-    text = tokenizer.decode(new)
-    out.write(text[len(stream.shown):] + "\n")
-    out.flush()
+    text = stream.finish(new)
     print(f"{len(new)} tokens in {time.monotonic() - started:.1f} s", file=log, flush=True)
     return text
 

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -72,6 +73,30 @@ def evaluate_candidate(checkpoint: Path, tier: str, *, limit: int | None, cache_
         raise CandidateError(f"evaluation failed: {err}") from err
 
 
+async def reference_checkpoint(client, experiment: dict) -> Path | None:
+    """The seed baseline's first checkpoint at the experiment's fidelity (its own, for the baseline)."""
+    baseline = await client.baseline(experiment.get("fidelity") or "smoke")
+    try:
+        return checkpoints_of(baseline or experiment)[0]
+    except CandidateError:
+        return None
+
+
+def measure_cost(checkpoint: Path, reference: Path | None, *, device: str, workdir: Path) -> dict:
+    """Speed relative to the seed and peak memory; a failure here is recorded, never the candidate's verdict."""
+    from evaluator.cost import cost_profile
+
+    if reference is None:
+        return {"error": "no trained seed baseline to compare with"}
+    try:
+        return cost_profile(checkpoint, reference, workdir=workdir, device=device)
+    except (RuntimeError, OSError, ValueError) as err:
+        log.warning("cost of %s not measured: %s", checkpoint, err)
+        return {"error": str(err)[:500]}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 async def handle_evaluate(job: dict, client) -> dict:
     index = job.get("experiment")
     if index is None:
@@ -86,10 +111,12 @@ async def handle_evaluate(job: dict, client) -> dict:
                                         device=device, workdir=run_dir() / "sandbox" / f"eval-{index}-{job['id'][:8]}-{i}")
                 for i, checkpoint in enumerate(checkpoints)]
     scores = merge_evaluations(per_seed)
+    cost = await asyncio.to_thread(measure_cost, checkpoints[0], await reference_checkpoint(client, experiment),
+                                   device=device, workdir=run_dir() / "sandbox" / f"cost-{index}-{job['id'][:8]}")
     costs = {"cpu_seconds": round(time.process_time() - cpu_started, 3)}
     if device.startswith("cuda"):
         costs["gpu_seconds"] = round(scores["wall_s"], 3)
-    await client.update_experiment(index, eval=scores, status="evaluated", costs=costs)
+    await client.update_experiment(index, eval=scores, cost=cost, status="evaluated", costs=costs)
     log.info("evaluated #%s (%s): average %s, recall %s, perplexity %s", index, tier, scores["average"],
              scores["recall"], scores["perplexity"])
     return {"experiment": index, "tier": tier, "average": scores["average"], "recall": scores["recall"],

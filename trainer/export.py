@@ -84,6 +84,8 @@ def _eos_token(tokenizer_file: Path, eos_id: int) -> str | None:
 def _write_tokenizer(checkpoint: Path, out: Path, lm: dict) -> bool:
     source = checkpoint / "tokenizer.json"
     if not source.is_file():  # synthetic-task checkpoints have token ids and no text
+        for stale in ("tokenizer.json", "tokenizer_config.json"):  # from an earlier export, with --overwrite
+            (out / stale).unlink(missing_ok=True)
         return False
     shutil.copyfile(source, out / "tokenizer.json")
     eos = _eos_token(source, lm.get("eos_token_id", 0))

@@ -12,12 +12,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 model = AutoModelForCausalLM.from_pretrained("PATH/TO/THIS/FOLDER", trust_remote_code=True).eval()
-tokenizer = AutoTokenizer.from_pretrained("PATH/TO/THIS/FOLDER")
+tokenizer = AutoTokenizer.from_pretrained("PATH/TO/THIS/FOLDER", trust_remote_code=True)  # no prompt
 ids = tokenizer("The river", return_tensors="pt").input_ids
 print(tokenizer.decode(model.generate(ids, max_new_tokens=20, do_sample=True, top_k=50)[0]))
 ```
 
-`trust_remote_code=True` runs `layer_program.py`, the discovered layer. It was written by a program
+`trust_remote_code=True` runs `layer_program.py`, the discovered layer (the tokenizer is plain
+`tokenizers` JSON; without the flag, transformers asks before reading this folder's config). It was written by a program
 search: read it before you run it. The folder needs `torch`, `transformers`, `einops` and
 `safetensors`, nothing of the discovery project. On a GPU with `flash-linear-attention` (`fla`) and
 `triton` installed the layer uses fla's kernels; elsewhere it uses the pure PyTorch stand-ins in
@@ -81,6 +82,9 @@ def readme(config: dict, *, seed: bool, has_tokenizer: bool) -> str:
         f"- shape: `{json.dumps(shape)}`",
         f"- trained as: `{json.dumps(origin, default=str)}`",
     ]
+    if config.get("dtype") == "bfloat16":
+        lines.append("- trained under bfloat16 autocast: the weights are float32, and the project measured it under "
+                     "`torch.autocast(device_type, dtype=torch.bfloat16)`; use that context for its numbers")
     if not has_tokenizer:
         lines.append("- no tokenizer: the checkpoint was trained on token ids (a synthetic task)")
     return "\n".join(lines) + "\n\n" + USE + "\n" + (SCALE_SEED if seed else SCALE_CANDIDATE)

@@ -21,7 +21,8 @@ async def refresh_pool(store: Store, settings: Settings) -> list[dict]:
     scored = await store.scored_experiments()
     ranked: list[dict] = []
     for fidelity in sorted({e.get("fidelity") for e in scored}):
-        ranked += pool.rank([e for e in scored if e.get("fidelity") == fidelity], settings.pool_size)
+        ranked += pool.rank([e for e in scored if e.get("fidelity") == fidelity], settings.pool_size,
+                            by=settings.pool_ranking, cost_weight=settings.cost_weight)
     await store.replace_pool(ranked=ranked)
     return ranked
 

@@ -74,12 +74,16 @@ def test_sampling_options():
 
 def test_stream_holds_back_half_a_character(tiny_tokenizer):
     out = io.StringIO()
-    stream = Stream(tiny_tokenizer, out)
-    ids = tiny_tokenizer.encode("café ok").ids
+    stream = Stream(tiny_tokenizer, out, prompt="Say:")
+    ids = tiny_tokenizer.encode(" café ok").ids
     for end in range(1, len(ids) + 1):
         stream.update(ids[:end])
         assert "\ufffd" not in out.getvalue()
-    assert out.getvalue() == "café ok"
+    assert out.getvalue() == "Say: café ok"
+    assert stream.finish(ids) == " café ok" and out.getvalue() == "Say: café ok\n"
+    silent = io.StringIO()
+    Stream(tiny_tokenizer, silent, prompt="Say:").finish([])  # nothing sampled: the prompt still shows
+    assert silent.getvalue() == "Say:\n"
 
 
 def one_line_error(argv: list[str], capsys) -> str:

@@ -1,0 +1,67 @@
+"""What a candidate costs to run, beside the seed's, measured by the trusted side on the same device.
+
+    cost = cost_profile(candidate_checkpoint, seed_checkpoint, workdir=..., device="cpu")
+    # {"speed_vs_seed": 0.83, "tokens_per_s": ..., "seed_tokens_per_s": ..., "peak_memory_mb": ..., ...}
+
+A training run's own tokens/s is a claim of an untrusted process, taken on whatever else the machine
+was doing at the time. Here the evaluator times both models in fresh sandboxed model servers, in this
+one process, on one device, in alternating rounds (so that a burst of load falls on both), on the same
+random batch of training-length sequences with gradients on, fetching one logit row per sequence so
+that moving logits costs nothing: the ratio of the two median times is the candidate's speed relative
+to the seed. Peak memory is the server's resident memory, as the sandbox's monitor saw it (CPU), or
+the CUDA allocator's peak the server reports (GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from trainer.boundary import SandboxedModel
+
+ROUNDS = 5
+BATCH = 8  # sequences per timed request: enough work to time, little enough for a GPU shared by several
+
+
+def _shape(checkpoint: Path) -> tuple[int, int]:
+    lm = json.loads((Path(checkpoint) / "config.json").read_text())["lm"]
+    return int(lm["vocab_size"]), int(lm.get("max_seq_len") or 128)
+
+
+def _timed(model: SandboxedModel, ids: torch.Tensor) -> float:
+    rows = [(ids.shape[1] - 1, ids.shape[1])] * ids.shape[0]
+    started = time.perf_counter()
+    model.request(ids, rows, train=True, grad=True)
+    return time.perf_counter() - started
+
+
+def cost_profile(candidate: Path, seed: Path, *, workdir: Path, device: str = "cpu", rounds: int = ROUNDS,
+                 batch_size: int | None = None, timeout_s: float = 600) -> dict:
+    """Speed relative to the seed (above 1: faster), tokens/s of each, and the candidate's peak memory."""
+    vocab, length = _shape(candidate)
+    batch = batch_size or BATCH
+    ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(0))
+    times: dict[str, list[float]] = {"candidate": [], "seed": []}
+    models = {"candidate": SandboxedModel(candidate, workdir=Path(workdir) / "candidate", device=device,
+                                          timeout_s=timeout_s),
+              "seed": SandboxedModel(seed, workdir=Path(workdir) / "seed", device=device, timeout_s=timeout_s)}
+    try:
+        for model in models.values():
+            _timed(model.start(), ids)  # warm-up: start-up, allocation and compilation are not throughput
+        for round_ in range(rounds):
+            order = ["candidate", "seed"] if round_ % 2 == 0 else ["seed", "candidate"]
+            for name in order:
+                times[name].append(_timed(models[name], ids))
+    finally:
+        results = {name: model.close() for name, model in models.items()}
+    median = {name: statistics.median(values) for name, values in times.items()}
+    tokens = batch * length
+    return {"speed_vs_seed": round(median["seed"] / median["candidate"], 4),
+            "tokens_per_s": round(tokens / median["candidate"], 1), "seed_tokens_per_s": round(tokens / median["seed"], 1),
+            "peak_memory_mb": round(results["candidate"].peak_memory_mb, 1) if results["candidate"] else None,
+            "seed_peak_memory_mb": round(results["seed"].peak_memory_mb, 1) if results["seed"] else None,
+            "device": device, "rounds": rounds, "batch": [batch, length]}
