@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--gpus-per-job", type=_whole(0), default=None,
                        help="GPUs per worker (default 1 for the trainer, 0 for the other roles)")
     slurm.add_argument("--cpus-per-task", type=_whole(1), default=None)
+    slurm.add_argument("--workers-per-gpu", type=_whole(1), default=1,
+                       help="trainer workers sharing each task's GPU, each with 1/K of its memory (default 1)")
     slurm.add_argument("--partition", default=None)
     slurm.add_argument("--time", type=_time, default=None, dest="time_s",
                        help="time limit per worker, in SLURM's format (e.g. 4:00:00 or 1-00:00:00)")
@@ -98,7 +100,7 @@ def job_of(args: argparse.Namespace) -> SlurmJob:
     return SlurmJob(role=args.role, count=args.count, api_url=args.api, run_dir=args.run_dir.resolve(),
                     project=ROOT, python=sys.executable, gpus_per_job=gpus, cpus_per_task=args.cpus_per_task,
                     partition=args.partition, time_s=args.time_s, token_env=args.token_env,
-                    stop_leasing_before_s=args.stop_leasing_before)
+                    stop_leasing_before_s=args.stop_leasing_before, workers_per_gpu=args.workers_per_gpu)
 
 
 def write_script(job: SlurmJob, out: Path | None) -> Path:

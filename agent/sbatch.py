@@ -69,6 +69,7 @@ class SlurmJob:
     token_env: str = "API_TOKEN"
     stop_leasing_before_s: int | None = None
     log_dir: Path | None = None
+    workers_per_gpu: int = 1
 
     @property
     def name(self) -> str:
@@ -113,8 +114,14 @@ def environment(job: SlurmJob) -> list[str]:
         # Fallback where squeue cannot be asked for the job's end from a compute node.
         lines.append(f"export WORKER_STOP_LEASING_AFTER_S={max(0, job.time_s - job.margin_s)}")
     if job.role == "trainer":
+        share = job.workers_per_gpu
         lines += ["# One torch thread per allocated CPU, so that tasks sharing a node never oversubscribe it.",
-                  'if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then export TRAINER_THREADS="${TRAINER_THREADS:-$SLURM_CPUS_PER_TASK}"; fi']
+                  'if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then export TRAINER_THREADS="${TRAINER_THREADS:-'
+                  + ("$SLURM_CPUS_PER_TASK" if share == 1 else f"$(( SLURM_CPUS_PER_TASK / {share} > 0 ? "
+                     f"SLURM_CPUS_PER_TASK / {share} : 1 ))") + '}"; fi']
+        if share > 1:
+            lines += [f"# {share} trainer workers share each task's GPU, each with 1/{share} of its memory.",
+                      f"export TRAINER_WORKERS_PER_GPU={share}"]
     if job.role == "evaluator" and job.gpus_per_job:
         lines.append('export EVALUATOR_DEVICE="${EVALUATOR_DEVICE:-cuda}"')
     return lines

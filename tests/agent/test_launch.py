@@ -123,3 +123,13 @@ def test_the_roles_are_compose_services_with_the_same_entry_point():
     for role, module in WORKERS.items():
         assert services[role]["command"] == ["python", "-m", *module], role
         assert render(job(role=role)).rstrip().endswith(" ".join(["-m", *module]))
+
+
+def test_workers_per_gpu_shares_each_tasks_gpu_and_splits_its_cpus():
+    shared = render(job(role="trainer", workers_per_gpu=4, cpus_per_task=8))
+    assert "export TRAINER_WORKERS_PER_GPU=4" in shared
+    threads = next(line for line in shared.splitlines() if "TRAINER_THREADS" in line and "export" in line)
+    result = subprocess.run(["bash", "-c", f"{threads}\necho $TRAINER_THREADS"], env={"SLURM_CPUS_PER_TASK": "8"},
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "2"
+    assert "TRAINER_WORKERS_PER_GPU" not in render(job(role="trainer"))

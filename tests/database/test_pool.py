@@ -25,6 +25,22 @@ def test_rank_orders_by_fitness_and_keeps_top_k():
     assert [c["index"] for c in ranked] == [2, 5, 4]
 
 
+def fast(index, fitness, speed):
+    return {**cand(index, fitness), "cost": {"speed_vs_seed": speed}}
+
+
+def test_cost_aware_rankings_trade_quality_for_speed_only_when_asked():
+    pool = [fast(1, 0.60, 0.5), fast(2, 0.58, 2.0), fast(3, 0.55, 1.0), fast(4, 0.50, 4.0), fast(5, 0.40, 0.9)]
+    assert [c["index"] for c in rank(pool)] == [1, 2, 3, 4, 5]  # the default is quality alone
+    # fitness + 0.1 * log2(speed): 0.50, 0.68, 0.55, 0.70, 0.385
+    assert [c["index"] for c in rank(pool, by="weighted", cost_weight=0.1)] == [4, 2, 3, 1, 5]
+    # Front 0: 1 (best fitness), 2, 4 (fastest); 3 is dominated by 2 only; 5 by 1, 2, 3 and 4.
+    assert [c["index"] for c in rank(pool, by="pareto")] == [1, 2, 4, 3, 5]
+    assert [c["index"] for c in rank([cand(1, 0.6), cand(2, 0.7)], by="weighted")] == [2, 1]  # unmeasured: speed 1
+    with pytest.raises(ValueError, match="unknown ranking 'fastest'"):
+        rank(pool, by="fastest")
+
+
 def test_rank_sampling_draws_parent_from_top_and_references_from_rest():
     ranked = rank([cand(i, 1 - i / 100) for i in range(1, 51)])
     rng = random.Random(0)
