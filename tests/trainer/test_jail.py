@@ -17,7 +17,8 @@ import pytest
 
 from trainer import jail
 from trainer.jail import JailStatus, SandboxUnavailable
-from trainer.sandbox import _session_processes, run_sandboxed, spawn_sandboxed
+from trainer.processes import session_processes
+from trainer.sandbox import run_sandboxed, spawn_sandboxed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,7 +164,7 @@ def test_the_monitor_finds_every_process_inside_the_pid_namespace(tmp_path):
         deadline = time.monotonic() + 20
         while not (tmp_path / "child").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        members = _session_processes(sandbox.process.pid)
+        members = session_processes(sandbox.process.pid)
         inside = []
         for pid, _ in members:
             status = Path(f"/proc/{pid}/status").read_text()
@@ -175,7 +176,7 @@ def test_the_monitor_finds_every_process_inside_the_pid_namespace(tmp_path):
     finally:
         result = sandbox.close()
     assert result.reason == "stopped: closed by its caller while still running"
-    assert _session_processes(sandbox.process.pid) == []
+    assert session_processes(sandbox.process.pid) == []
 
 
 def test_too_many_threads_are_killed(tmp_path):
