@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from agent.sbatch import ROLES, SlurmJob, parse_time, render
+from trainer.cli import Parser, whole_number
 
 ROOT = Path(__file__).resolve().parents[1]
 _PARTITION = re.compile(r"^[A-Za-z0-9_.,-]+$")
@@ -30,23 +31,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class LaunchError(Exception):
     """A one-line reason to stop, shown without a traceback."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not argparse's usage block
-        self.exit(2, f"agent.launch: error: {message}\n")
-
-
-def _whole(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
-        return value
-    return parse
 
 
 def _time(text: str) -> int:
@@ -62,16 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     engines = parser.add_subparsers(dest="engine", required=True, metavar="{slurm}")
     slurm = engines.add_parser("slurm", help="submit workers as a SLURM job array")
     slurm.add_argument("--role", required=True, choices=ROLES, help="which worker each task runs")
-    slurm.add_argument("--count", type=_whole(1), default=1, help="workers (array tasks)")
-    slurm.add_argument("--gpus-per-job", type=_whole(0), default=None,
+    slurm.add_argument("--count", type=whole_number(1), default=1, help="workers (array tasks)")
+    slurm.add_argument("--gpus-per-job", type=whole_number(0), default=None,
                        help="GPUs per worker (default 1 for the trainer, 0 for the other roles)")
-    slurm.add_argument("--cpus-per-task", type=_whole(1), default=None)
-    slurm.add_argument("--workers-per-gpu", type=_whole(1), default=1,
+    slurm.add_argument("--cpus-per-task", type=whole_number(1), default=None)
+    slurm.add_argument("--workers-per-gpu", type=whole_number(1), default=1,
                        help="trainer workers sharing each task's GPU, each with 1/K of its memory (default 1)")
     slurm.add_argument("--partition", default=None)
     slurm.add_argument("--time", type=_time, default=None, dest="time_s",
                        help="time limit per worker, in SLURM's format (e.g. 4:00:00 or 1-00:00:00)")
-    slurm.add_argument("--stop-leasing-before", type=_whole(0), default=None,
+    slurm.add_argument("--stop-leasing-before", type=whole_number(0), default=None,
                        help="seconds before the limit at which workers take no new job (default: a tenth "
                             "of --time, between 1 and 15 minutes)")
     slurm.add_argument("--api", default=os.environ.get("API_URL", "http://127.0.0.1:8000"),

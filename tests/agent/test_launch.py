@@ -82,7 +82,7 @@ def launch(*args, env=None):
 
 @pytest.mark.parametrize("args, names", [
     (["--role", "cook"], ["'cook'", "trainer", "evaluator", "researcher"]),
-    (["--role", "trainer", "--count", "0"], ["--count", "'0'", ">= 1"]),
+    (["--role", "trainer", "--count", "0"], ["--count", "'0'", "at least 1"]),
     (["--role", "trainer", "--gpus-per-job", "-1"], ["--gpus-per-job", "'-1'"]),
     (["--role", "trainer", "--time", "1h"], ["'1h'", "HOURS:MINUTES:SECONDS"]),
     (["--role", "trainer", "--partition", "gpu;rm"], ["'gpu;rm'", "letters"]),
