@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from database.stats import mean_se  # noqa: E402
 from trainer.cores import available_cores, claimed_cores  # noqa: E402
 from trainer.fidelity import get_fidelity, parse_overrides  # noqa: E402
-from trainer.layers import SEED_PROGRAM  # noqa: E402
+from trainer.layers import seed_program  # noqa: E402
 from trainer.replicates import sandboxed_training  # noqa: E402
 from trainer.train import load_data  # noqa: E402
 
@@ -47,7 +47,7 @@ def train(policy: str, seed: int, fidelity, overrides: dict, cache: Path, workdi
     """(threads, tokens/s) of one training under POLICY."""
     hold = contextlib.nullcontext(available_cores()) if policy == "all-cores" else claimed_cores()
     with hold as threads:
-        sandbox = sandboxed_training(SEED_PROGRAM, fidelity, overrides, seed=seed, device="cpu", cache=cache,
+        sandbox = sandboxed_training(seed_program(), fidelity, overrides, seed=seed, device="cpu", cache=cache,
                                      workdir=workdir / f"{policy}-{seed}", threads=threads)
     result = sandbox.result or {}
     if not sandbox.ok or result.get("status") != "ok":
