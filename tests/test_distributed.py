@@ -24,6 +24,8 @@ def running_train_job(cluster: LocalCluster) -> dict | None:
     return (jobs.get("data") or [None])[0]
 
 
+# Minutes of training; `make test-all` runs it (tests/database/test_crashes.py covers killed workers quickly).
+@pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_pipeline_survives_a_sigkilled_trainer(tmp_path):
     cluster = LocalCluster(tmp_path / "run").start()
