@@ -8,7 +8,7 @@ was doing at the time. Here the evaluator times both models in fresh sandboxed m
 one process, on one device, in alternating rounds (so that a burst of load falls on both), on the same
 random batch of training-length sequences with gradients on, fetching one logit row per sequence so
 that moving logits costs nothing: the ratio of the two median times is the candidate's speed relative
-to the seed. Peak memory is the server's resident memory, as the sandbox's monitor saw it (CPU), or
+to the seed. Both servers run with the same threads (they take turns). Peak memory is the server's resident memory, as the sandbox's monitor saw it (CPU), or
 the CUDA allocator's peak the server reports (GPU).
 """
 
@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from trainer.boundary import SandboxedModel
+from trainer.cores import claimed_cores
 
 ROUNDS = 5
 BATCH = 8  # sequences per timed request: enough work to time, little enough for a GPU shared by several
@@ -45,10 +46,15 @@ def cost_profile(candidate: Path, seed: Path, *, workdir: Path, device: str = "c
     vocab, length = _shape(candidate)
     batch = batch_size or BATCH
     ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(0))
-    times: dict[str, list[float]] = {"candidate": [], "seed": []}
-    models = {"candidate": SandboxedModel(candidate, workdir=Path(workdir) / "candidate", device=device,
-                                          timeout_s=timeout_s),
-              "seed": SandboxedModel(seed, workdir=Path(workdir) / "seed", device=device, timeout_s=timeout_s)}
+    with claimed_cores() as threads:
+        # Both servers get the same threads: they take turns, so each may use all this job claimed.
+        models = {name: SandboxedModel(path, workdir=Path(workdir) / name, device=device, timeout_s=timeout_s,
+                                       threads=threads) for name, path in (("candidate", candidate), ("seed", seed))}
+        return _profile(models, ids, rounds, device)
+
+
+def _profile(models: dict[str, SandboxedModel], ids: torch.Tensor, rounds: int, device: str) -> dict:
+    times: dict[str, list[float]] = {name: [] for name in models}
     try:
         for model in models.values():
             _timed(model.start(), ids)  # warm-up: start-up, allocation and compilation are not throughput
@@ -59,9 +65,10 @@ def cost_profile(candidate: Path, seed: Path, *, workdir: Path, device: str = "c
     finally:
         results = {name: model.close() for name, model in models.items()}
     median = {name: statistics.median(values) for name, values in times.items()}
+    batch, length = ids.shape
     tokens = batch * length
     return {"speed_vs_seed": round(median["seed"] / median["candidate"], 4),
             "tokens_per_s": round(tokens / median["candidate"], 1), "seed_tokens_per_s": round(tokens / median["seed"], 1),
             "peak_memory_mb": round(results["candidate"].peak_memory_mb, 1) if results["candidate"] else None,
             "seed_peak_memory_mb": round(results["seed"].peak_memory_mb, 1) if results["seed"] else None,
-            "device": device, "rounds": rounds, "batch": [batch, length]}
+            "device": device, "rounds": rounds, "batch": [batch, length], "threads": models["seed"].threads}
