@@ -25,7 +25,7 @@ from trainer.boundary import SandboxedModel
 from trainer.cores import claimed_cores
 
 ROUNDS = 5
-BATCH = 8  # sequences per timed request: enough work to time, little enough for a GPU shared by several
+BATCH = 16  # sequences per timed request: enough work to time, little enough for a GPU shared by several
 
 
 def _shape(checkpoint: Path) -> tuple[int, int]:
