@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from database.client import ApiClient, LeaseLost
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,15 +37,6 @@ async def test_64_workers_do_500_jobs_exactly_once(start_api):
 def spawn_worker(api, name):
     return subprocess.Popen([sys.executable, str(ROOT / "tests/database/sleepy_worker.py"), api.url, api.token, name],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
-
-
-async def wait_until(predicate, timeout_s=30.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := await predicate():
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 async def test_killed_worker_job_is_re_leased_and_late_heartbeat_is_refused(start_api):

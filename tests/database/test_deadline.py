@@ -12,6 +12,7 @@ from pathlib import Path
 from database.client import ApiClient
 from database.deadline import lease_deadline, parse_end_time
 from database.worker import serve
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,15 +70,6 @@ async def test_serve_finishes_the_job_in_hand_but_leases_none_after_the_deadline
     assert (await api_client.get_job(second["id"]))["attempts"] == 0
 
 
-async def wait_for(predicate, timeout_s=30.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := await predicate():
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 async def test_sigterm_hands_the_job_back_at_once(start_api):
     api = start_api()
     async with ApiClient(api.url, api.token) as client:
@@ -89,7 +81,7 @@ async def test_sigterm_hands_the_job_back_at_once(start_api):
         async def running():
             return (await client.get_job(job["id"]))["status"] == "running"
 
-        await wait_for(running)
+        await wait_until(running)
         # SLURM may signal twice (early --signal, then at the limit): the second must not abort the hand-back.
         worker.send_signal(signal.SIGTERM)
         worker.send_signal(signal.SIGTERM)
