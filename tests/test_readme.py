@@ -74,3 +74,10 @@ def test_llm_settings_from_the_readme_configure_every_role(monkeypatch, tmp_path
     assert isinstance(researcher, OpenAIChat) and researcher.url == "http://127.0.0.1:8080/v1/chat/completions"
     assert (researcher.model, judge.model) == ("qwen2.5-coder-32b-instruct", "gpt-4o-mini")
     assert researcher.budget.max_tokens == 2_000_000 and researcher.budget is judge.budget
+
+
+def test_every_project_file_a_readme_command_names_exists():
+    named = {path for block in re.findall(r"```(?:bash|text|sh)?\n(.*?)```", README, flags=re.S)
+             for path in re.findall(r"(?<![\w/.-])([\w.-]+(?:/[\w.-]+)+\.py)\b", block)}
+    assert "benchmarks/published_smoke.py" in named  # the pattern finds what it should
+    assert [path for path in sorted(named) if not (ROOT / path).exists()] == []
