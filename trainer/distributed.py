@@ -1,12 +1,15 @@
-"""One candidate on several processes: DDP under `torchrun`, NCCL on CUDA, gloo on a CPU.
+"""One candidate on several processes: DDP or FSDP under `torchrun`, NCCL on CUDA, gloo on a CPU.
 
     python -m trainer.train --program P --fidelity verify --out runs/big --nproc 8      # relaunches under torchrun
     python -m trainer.train ... --set nproc=2                                           # the same, as a fidelity field
+    python -m trainer.train ... --nproc 2 --set parallel=fsdp                           # weights sharded (trainer.sharded)
 
 `trainer.train` calls `init()` when torchrun started it (WORLD_SIZE > 1). Every rank draws the same global
 batch from the same generator as a single process would, and trains on its own contiguous slice of it; DDP
 averages the gradients, so a step equals the single-process step on the same batch (up to float rounding).
-Only rank 0 writes result.json and the checkpoint, in the single-process format.
+FSDP (`parallel=fsdp`, trainer.sharded) takes the same step with each rank holding a shard of the weights,
+gradients and optimiser state; its checkpoint is gathered whole first. Only rank 0 writes result.json and
+the checkpoint, in the single-process format.
 
 In the sandbox (`sandbox_command`) the whole torchrun tree runs in one jail: torchrun itself is the
 sandbox's outermost program (trusted code; the guard runs it as a launcher, `SANDBOX_LAUNCHER`), and
@@ -90,19 +93,41 @@ def teardown() -> None:
 
 
 def wrap(model: torch.nn.Module, device: torch.device, strategy: str = "ddp") -> torch.nn.Module:
-    """The module a training step calls: the model itself, or a DDP replica that averages gradients.
-
-    FSDP is the hook for a model that does not fit on one device: it needs sharded checkpoint gathering,
-    validation through the sharded module and its own gradient clipping, none of which exists yet."""
+    """The module a training step calls: the model itself for a single process, a DDP replica that averages
+    gradients, or (FSDP) the model sharded in place, whose parameters become DTensor shards: build the
+    optimiser from `model.parameters()` after this call."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown parallel strategy {strategy!r}; choose one of {list(STRATEGIES)}")
     if not dist.is_initialized():
         return model
     if strategy == "fsdp":
-        raise NotImplementedError("strategy 'fsdp' is not implemented yet; use 'ddp' (each rank holds a full "
-                                  "replica), or fewer, larger GPUs")
-    if strategy != "ddp":
-        raise ValueError(f"unknown parallel strategy {strategy!r}; choose one of {list(STRATEGIES)}")
+        from trainer import sharded
+
+        return sharded.shard(model)
     ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def strategy_of(step_model: torch.nn.Module) -> str | None:
+    """The strategy `step_model` trains with ("ddp", "fsdp"), None for a plain single-process model."""
+    inner = getattr(step_model, "_orig_mod", step_model)  # under torch.compile
+    if isinstance(inner, torch.nn.parallel.DistributedDataParallel):
+        return "ddp"
+    if not dist.is_initialized():  # a single process: nothing to import
+        return None
+    from trainer.sharded import is_sharded
+
+    return "fsdp" if is_sharded(inner) else None
+
+
+def full_model(model: torch.nn.Module, build) -> torch.nn.Module | None:
+    """The trained weights in a plain module for rank 0 to save: `model` itself unless it is sharded, else
+    a gathered copy that `build()` makes (None on the other ranks). Every rank must call it."""
+    if not dist.is_initialized():
+        return model
+    from trainer import sharded
+
+    return sharded.full_model(model, build) if sharded.is_sharded(model) else model
 
 
 def local_micro_batches(draw, global_sequences: int, micro: int, here: World) -> list:
@@ -125,7 +150,11 @@ def local_micro_batches(draw, global_sequences: int, micro: int, here: World) ->
 
 
 def gradient_sync(step_model: torch.nn.Module, last: bool):
-    """DDP averages gradients once per optimiser step: on the last micro-batch, not on every one."""
+    """DDP and FSDP average gradients once per optimiser step: on the last micro-batch, not on every one."""
+    if strategy_of(step_model) == "fsdp":
+        from trainer import sharded
+
+        return sharded.gradient_sync(step_model, last)
     if last or not hasattr(step_model, "no_sync"):
         return contextlib.nullcontext()
     return step_model.no_sync()

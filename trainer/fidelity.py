@@ -42,10 +42,12 @@ class Fidelity:
     # "bfloat16": bfloat16 autocast on any device, a CPU too; "float32": no autocast.
     dtype: str = "auto"
     compile: bool = False
-    # Processes training one candidate together (DDP under torchrun, trainer.distributed): 1 is a plain
-    # run; 0 means every visible GPU when the device is "cuda", else one.
+    # Processes training one candidate together (DDP or FSDP under torchrun, trainer.distributed): 1 is a
+    # plain run; 0 means every visible GPU when the device is "cuda", else one.
     nproc: int = 1
-    parallel: str = "ddp"  # "fsdp" is the hook for models that do not fit one device (not implemented yet)
+    # "ddp": every rank holds a full replica; "fsdp": weights, gradients and AdamW state sharded over the
+    # ranks (trainer.sharded), for a model whose training state does not fit one device. The same step either way.
+    parallel: str = "ddp"
     # Metrics.
     log_every: int = 10
     eval_every: int = 50

@@ -2,6 +2,7 @@
 
     python -m trainer.train --program trainer/programs/seed_deltanet.py --fidelity smoke --out runs/try
     python -m trainer.train ... --nproc 2       # DDP under torchrun, same global batch (trainer.distributed)
+    python -m trainer.train ... --nproc 2 --set parallel=fsdp     # the same with sharded weights (trainer.sharded)
 
 Writes OUT/result.json (status, loss curve, validation loss, tokens/s, memory, parameters, times)
 and OUT/checkpoint/ for the evaluator. Stops early, with the reason, on a NaN loss or divergence.
@@ -159,6 +160,7 @@ class Trainer:
         model = LM(config, layer_cls).to(self.device)
         counts = model.parameter_counts()
         # Every rank starts from the same weights (same seed); DDP checks that, then averages gradients.
+        # FSDP shards `model` in place (its parameters become DTensors): the optimiser is built after this.
         step_model = distributed.wrap(model, self.device, fid.parallel)
         step_model = torch.compile(step_model) if self.compile and self.device.type == "cuda" else step_model
         optimizer = make_optimizer(model, fid, self.device)
@@ -168,7 +170,9 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
 
         result = {"status": "ok", "reason": None, "seed": self.seed, "device": str(self.device), "backend": backend,
-                  "fidelity": fid.to_dict(), **counts, "loss_curve": [], "val_curve": []}
+                  "fidelity": fid.to_dict(), "parallel": distributed.strategy_of(step_model), **counts,
+                  "loss_curve": [], "val_curve": []}
+        # Every rank validates (under FSDP through the sharded model, whose forward gathers the weights).
         val_start = self.validation_loss(model, val_windows)
         result["val_loss_start"] = val_start
         result["val_curve"].append([0, val_start])
@@ -196,6 +200,7 @@ class Trainer:
                 loss_sum += loss.item()
             # The global batch's loss: every rank sees the same value, so all stop (NaN, divergence) together.
             loss_sum = distributed.reduce(loss_sum)
+            # Under FSDP the gradients are DTensor shards: the norm is reduced over the ranks, the global one.
             torch.nn.utils.clip_grad_norm_(model.parameters(), fid.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -235,7 +240,9 @@ class Trainer:
                       train_s=train_time, wall_s=wall, cpu_s=distributed.reduce(time.process_time() - cpu_started, "sum"),
                       gpu_s=wall * gpus, peak_memory_mb=distributed.reduce(peak_memory_mb(self.device), "max"),
                       world_size=self.world.size)
-        self.model, self.tokenizer = model, data.tokenizer
+        # The weights rank 0 saves: a sharded model is gathered whole (a collective, on every rank).
+        self.model = distributed.full_model(model, lambda: LM(config, layer_cls))
+        self.tokenizer = data.tokenizer
         return result
 
 
