@@ -19,7 +19,7 @@ from trainer.cli import Parser, guard
 __all__ = ["COLUMNS", "main", "pm", "render", "results_table", "row", "standings", "write_plots"]
 
 COLUMNS = ["index", "name", "rung", "parent", "val loss", "bench avg", "recall", "fitness", "beats", "speed",
-           "status", "gpu s", "cpu s", "llm tokens"]
+           "state", "status", "gpu s", "cpu s", "llm tokens"]
 
 
 def _num(value, digits: int = 4) -> str:
@@ -39,13 +39,15 @@ def pm(record: dict | None, key: str, digits: int = 4) -> str:
 
 def row(e: dict) -> list[str]:
     train, evaluation, costs = e.get("train") or {}, e.get("eval") or {}, e.get("costs") or {}
+    # Beside the seed, as the evaluator measured them: speed, and decoding state per layer at the training length.
+    cost = e.get("cost") or {}
     status = e.get("status", "?")
     if status == "failed" and e.get("failure"):
         status = f"failed@{e['failure'].get('stage')}"
     beats = "-" if e.get("is_baseline") or e.get("beats_baseline") is None else ("yes" if e["beats_baseline"] else "no")
     return [str(e["index"]), e["name"][:32], e.get("fidelity", "-"), _num(e.get("parent")), pm(train, "val_loss"),
             pm(evaluation, "average", 3), pm(evaluation, "recall", 3), _num(e.get("fitness"), 3), beats,
-            _num((e.get("cost") or {}).get("speed_vs_seed"), 2), status,
+            _num(cost.get("speed_vs_seed"), 2), _num(cost.get("state_vs_seed"), 2), status,
             _num(float(costs.get("gpu_seconds") or 0), 0), _num(float(costs.get("cpu_seconds") or 0), 0),
             _num(int(costs.get("llm_tokens") or 0))]
 

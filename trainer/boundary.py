@@ -3,6 +3,8 @@
     with SandboxedModel(model_dir, workdir=..., device="cpu") as model:
         logits = model(ids)                             # [B, T, V] float32
         pieces = model.gather(ids, [(3, 7), (0, 5)])    # the logits of chosen positions, row by row
+        logits, layout, state = model.prefill(ids)      # read with a decoding cache, and that cache
+        later = other.resume(more_ids, layout, state, offset=ids.shape[1])  # continue from a cache sent
 
 The child (`python -m trainer.boundary MODEL_DIR`) imports the program, builds the LM that
 MODEL_DIR/config.json describes, loads MODEL_DIR/model.safetensors (or, for the engineer's checks,
@@ -15,6 +17,11 @@ of inputs it is shown, and the parent checks those for leaks.
 Frames go both ways as: an 8-byte little-endian header length, a JSON header, the raw payload.
     request    {"shape": [B, T], "slices": [[start, end], ...] or null, "train": bool, "grad": bool} + int64 ids
     response   {"shape": [...]} + float32 logits, or {"error": "..."} with no payload
+    prefill    {"kind": "prefill", "shape": [B, T]} + ids
+               -> {"shape": [...], "state": layout, "state_bytes": n} + logits + n bytes of safetensors
+    continue   {"kind": "continue", "shape": [B, T], "state": layout, "state_bytes": n, "offset": P} + ids + state
+               -> {"shape": [...]} + logits
+The decoding state travels as `trainer.state_codec` packs it: tensors only, never a pickle.
 A child that answers a malformed frame or a wrong shape, fails a request or dies makes the parent
 raise `ModelFailed` with the reason.
 """
@@ -133,14 +140,18 @@ class SandboxedModel:
             reason = reason or (tail[:300] or None)
         return ModelFailed(f"the model server {what}" + (f": {reason}" if reason else ""))
 
-    def request(self, ids: torch.Tensor, slices: list[tuple[int, int]] | None = None, *, train: bool = False,
-                grad: bool = False) -> torch.Tensor:
-        """Logits [B, T, V] for ids [B, T], or [sum of slice lengths, V] for the rows' slices."""
+    def _ids(self, ids: torch.Tensor) -> torch.Tensor:
         if self.sandbox is None:
             self.start()
         ids = ids.to(torch.int64).contiguous().cpu()
         if ids.dim() != 2:
             raise ValueError(f"ids must be [batch, length], got shape {tuple(ids.shape)}")
+        return ids
+
+    def request(self, ids: torch.Tensor, slices: list[tuple[int, int]] | None = None, *, train: bool = False,
+                grad: bool = False) -> torch.Tensor:
+        """Logits [B, T, V] for ids [B, T], or [sum of slice lengths, V] for the rows' slices."""
+        ids = self._ids(ids)
         if slices is not None:
             if len(slices) != len(ids) or any(not 0 <= s < e <= ids.shape[1] for s, e in slices):
                 raise ValueError("one slice [start, end) within the row per row is needed")
@@ -149,24 +160,46 @@ class SandboxedModel:
             expected = [*ids.shape, self.vocab_size]
         header = {"shape": list(ids.shape), "slices": [list(map(int, s)) for s in slices] if slices else None,
                   "train": bool(train), "grad": bool(grad)}
+        return self._exchange(header, ids.numpy().tobytes(), expected)[0]
+
+    def prefill(self, ids: torch.Tensor) -> tuple[torch.Tensor, list, bytes]:
+        """Logits [B, T, V] of ids read with a decoding cache, and that cache as (layout, safetensors bytes)."""
+        ids = self._ids(ids)
+        header = {"kind": "prefill", "shape": list(ids.shape)}
+        logits, reply, state = self._exchange(header, ids.numpy().tobytes(), [*ids.shape, self.vocab_size],
+                                              with_state=True)
+        return logits, reply.get("state"), state
+
+    def resume(self, ids: torch.Tensor, layout: list, state: bytes, *, offset: int) -> torch.Tensor:
+        """Logits [B, T, V] of ids read after the `offset` tokens of context that the cache (layout, state) holds."""
+        ids = self._ids(ids)
+        header = {"kind": "continue", "shape": list(ids.shape), "state": layout, "state_bytes": len(state),
+                  "offset": int(offset)}
+        return self._exchange(header, ids.numpy().tobytes() + state, [*ids.shape, self.vocab_size])[0]
+
+    def _exchange(self, header: dict, payload: bytes, expected: list[int],
+                  with_state: bool = False) -> tuple[torch.Tensor, dict, bytes]:
+        """Send one request; (logits of the expected shape, the reply's header, the state bytes it carried)."""
         process = self.sandbox.process
         try:
-            write_frame(process.stdin, header, ids.numpy().tobytes())
+            write_frame(process.stdin, header, payload)
             reply = read_header(process.stdout)
             if reply is None:
                 raise EOFError("no reply")
             if "error" in reply:
-                raise ModelFailed(f"the model failed on a batch of shape {list(ids.shape)}: {reply['error']}")
+                raise ModelFailed(f"the model failed on a batch of shape {header['shape']}: {reply['error']}")
             if reply.get("shape") != expected:
                 raise ModelFailed(f"the model server answered logits of shape {reply.get('shape')}, "
                                   f"expected {expected}")
             size = 4 * int(torch.tensor(expected).prod())
-            if size > MAX_REPLY_BYTES:
-                raise ModelFailed(f"a reply of {size} bytes is over the {MAX_REPLY_BYTES} byte limit")
-            payload = _read_exactly(process.stdout, size)
+            state_size = reply.get("state_bytes", 0) if with_state else 0
+            if not isinstance(state_size, int) or state_size < 0 or size + state_size > MAX_REPLY_BYTES:
+                raise ModelFailed(f"a reply of {size} + {state_size} bytes is over the {MAX_REPLY_BYTES} byte limit")
+            logits = _read_exactly(process.stdout, size)
+            state = _read_exactly(process.stdout, state_size)
         except (OSError, EOFError, ValueError) as err:
             raise self._failure(f"stopped answering ({err})") from err
-        return torch.frombuffer(bytearray(payload), dtype=torch.float32).view(*expected)
+        return torch.frombuffer(bytearray(logits), dtype=torch.float32).view(*expected), reply, state
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         return self.request(ids)
@@ -193,8 +226,12 @@ def _build(model_dir: Path, device: str):
     return LM(LMConfig.from_dict(config["lm"]), layer).to(device), config
 
 
+def _read_ids(header: dict, payload: bytes, device: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(payload), dtype=torch.int64).view(*header["shape"]).to(device)
+
+
 def _answer(model, header: dict, payload: bytes, device: str, autocast: bool) -> torch.Tensor:
-    ids = torch.frombuffer(bytearray(payload), dtype=torch.int64).view(*header["shape"]).to(device)
+    ids = _read_ids(header, payload, device)
     model.train(bool(header.get("train")))
     with torch.set_grad_enabled(bool(header.get("grad"))), \
             torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -203,6 +240,29 @@ def _answer(model, header: dict, payload: bytes, device: str, autocast: bool) ->
     if header.get("slices"):
         logits = torch.cat([logits[row, start:end] for row, (start, end) in enumerate(header["slices"])])
     return logits.contiguous()
+
+
+def _decode(model, header: dict, payload: bytes, state: bytes, device: str,
+            autocast: bool) -> tuple[torch.Tensor, dict, bytes]:
+    """A "prefill" (ids from no context; the reply carries the cache) or a "continue" (ids after a cache sent)."""
+    from fla.models.utils import Cache  # routed by _build: fla's own on CUDA, trainer.fla_cpu's elsewhere
+
+    from trainer.state_codec import pack, unpack
+
+    ids = _read_ids(header, payload, device)
+    if header["kind"] == "prefill":
+        cache = Cache()
+    else:
+        cache = Cache.from_legacy_cache(unpack(header["state"], state, device=device)[0],
+                                        seen_tokens=int(header["offset"]))
+    model.eval()
+    with torch.no_grad(), torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
+        logits, cache = model.decode(ids, cache)
+    logits = logits.float().cpu().contiguous()
+    if header["kind"] != "prefill":
+        return logits, {}, b""
+    layout, blob = pack(cache)
+    return logits, {"state": layout, "state_bytes": len(blob)}, blob
 
 
 def serve(model_dir: Path, device: str) -> None:
@@ -219,12 +279,16 @@ def serve(model_dir: Path, device: str) -> None:
         for size in header["shape"]:
             count *= int(size)
         payload = _read_exactly(requests, 8 * count)
+        state = _read_exactly(requests, int(header.get("state_bytes") or 0))
         try:
-            logits = _answer(model, header, payload, device, autocast)
+            if header.get("kind") in ("prefill", "continue"):
+                logits, extra, tail = _decode(model, header, payload, state, device, autocast)
+            else:
+                logits, extra, tail = _answer(model, header, payload, device, autocast), {}, b""
         except Exception as err:  # the candidate's failure: reported to the parent, which decides
             write_frame(replies, {"error": f"{type(err).__name__}: {err}"[:2000]})
             continue
-        write_frame(replies, {"shape": list(logits.shape)}, logits.numpy().tobytes())
+        write_frame(replies, {"shape": list(logits.shape), **extra}, logits.numpy().tobytes() + tail)
 
 
 def main(argv: list[str] | None = None) -> None:

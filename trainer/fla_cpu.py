@@ -170,10 +170,16 @@ def unpad_input(hidden_states: torch.Tensor, attention_mask: torch.Tensor):
 
 
 class Cache:
-    """Per-layer recurrent state for generation: `cache[layer_idx]` is a dict of the layer's states."""
+    """Per-layer decoding state: `cache[layer_idx]` is a dict of the layer's states, as in fla's `Cache`.
+
+    As in fla, `attn_state` (keys and values, [B, T, ...]) grows: each update appends along the
+    sequence, optionally to the last `cache_kwargs["window_size"]` positions; the other states are
+    replaced. Each layer counts the tokens it has seen.
+    """
 
     def __init__(self, seen_tokens: int = 0):
         self.states: list[dict] = []
+        self._seen: list[int] = []
         self._seen_tokens = seen_tokens
 
     def __getitem__(self, layer_idx: int) -> dict:
@@ -185,25 +191,42 @@ class Cache:
     def __iter__(self):
         return iter(self.states)
 
-    def update(self, recurrent_state=None, attn_state=None, conv_state=None, ffn_state=None, layer_idx: int = 0,
-               offset: int | None = 1, cache_kwargs: dict | None = None, **kwargs) -> dict:
+    def _layer(self, layer_idx: int) -> dict:
         while len(self.states) <= layer_idx:
             self.states.append({})
-        if layer_idx == 0 and offset:
-            self._seen_tokens += offset
-        state = {"recurrent_state": recurrent_state, "attn_state": attn_state, "conv_state": conv_state,
-                 "ffn_state": ffn_state}
-        self.states[layer_idx].update({k: v for k, v in state.items() if v is not None})
+            self._seen.append(self._seen_tokens)
         return self.states[layer_idx]
 
+    def update(self, recurrent_state=None, attn_state=None, conv_state=None, ffn_state=None, layer_idx: int = 0,
+               offset: int | None = 1, cache_kwargs: dict | None = None, **kwargs) -> dict:
+        layer = self._layer(layer_idx)
+        window = (cache_kwargs or {}).get("window_size")
+        if attn_state is not None:
+            if not isinstance(attn_state, (tuple, list)):
+                raise ValueError("`attn_state` must be a tuple/list of tensors")
+            self._seen[layer_idx] += attn_state[0].shape[1]
+            cached = layer.get("attn_state")
+            if cached is not None:
+                attn_state = [torch.cat([old, new], dim=1) for old, new in zip(cached, attn_state, strict=False)]
+            if window is not None:
+                attn_state = [state[:, -window:].contiguous() for state in attn_state]
+            layer["attn_state"] = tuple(attn_state)
+        else:
+            self._seen[layer_idx] += offset if offset is not None else 1
+        state = {"recurrent_state": recurrent_state, "conv_state": conv_state, "ffn_state": ffn_state}
+        layer.update({k: v for k, v in state.items() if v is not None})
+        return layer
+
     def get_seq_length(self, layer_idx: int | None = 0) -> int:
-        return self._seen_tokens
+        index = layer_idx or 0
+        return self._seen[index] if index < len(self._seen) else 0
 
     @classmethod
     def from_legacy_cache(cls, past_key_values=None, seen_tokens: int = 0) -> Cache:
         cache = cls(seen_tokens)
         for layer_idx, state in enumerate(past_key_values or []):
-            cache.update(**state, layer_idx=layer_idx, offset=0)
+            # Every key, as fla keeps it: a program may store states under names of its own.
+            cache._layer(layer_idx).update(state or {})
         return cache
 
 

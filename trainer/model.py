@@ -79,14 +79,22 @@ class Block(nn.Module):
         self.mlp = SwiGLU(config.hidden_size, config.mlp_ratio)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.mixer(self.mixer_norm(x), attention_mask=attention_mask)
+        return self._run(x, attention_mask=attention_mask)[0]
+
+    def cached(self, x: torch.Tensor, cache) -> tuple[torch.Tensor, object]:
+        """Decoding: the mixer reads its state from `cache`, adds x's, and returns the cache it updated."""
+        return self._run(x, past_key_values=cache, use_cache=True)
+
+    def _run(self, x: torch.Tensor, **mixer_kwargs) -> tuple[torch.Tensor, object]:
+        out = self.mixer(self.mixer_norm(x), **mixer_kwargs)
         # The contract returns (o, attentions, cache); tolerate a bare tensor too.
         mixed = out[0] if isinstance(out, (tuple, list)) else out
+        cache = out[2] if isinstance(out, (tuple, list)) and len(out) > 2 else None
         if not isinstance(mixed, torch.Tensor) or mixed.shape != x.shape:
             shape = getattr(mixed, "shape", type(mixed).__name__)
             raise ValueError(f"the mixer returned {shape}, expected a tensor of shape {tuple(x.shape)}")
         x = x + mixed
-        return x + self.mlp(self.mlp_norm(x))
+        return x + self.mlp(self.mlp_norm(x)), cache
 
 
 class LM(nn.Module):
@@ -121,6 +129,19 @@ class LM(nn.Module):
         for block in self.blocks:
             x = block(x, attention_mask)
         return self.norm(x)
+
+    def decode(self, input_ids: torch.Tensor, cache) -> tuple[torch.Tensor, object]:
+        """Logits of input_ids read after the context that `cache` holds (an empty cache: no context).
+
+        Every mixer gets the cache with use_cache=True and returns it updated (fla's `Cache`, or the
+        project's CPU stand-in); returns the logits and the cache the last mixer returned.
+        """
+        x = self.embed(input_ids)
+        for index, block in enumerate(self.blocks):
+            x, cache = block.cached(x, cache)
+            if cache is None:
+                raise ValueError(f"layer {index} returned no cache (the third element of its output is None)")
+        return self.head(self.norm(x)), cache
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, return_logits: bool | None = None) -> LMOutput:

@@ -7,8 +7,9 @@ constant feature maps, so that every key matches every query equally and the mem
 sum of the values. No paper proposes it as a layer; it is the panel's weakest mixer: it sees the
 whole past but cannot address it (Zoology, Arora et al. 2023, arXiv 2312.04927, explains why recall
 needs input-dependent addressing). Values pass through the same short convolution as in the seed,
-so local access is equal across the panel. The value width is 5/3 of the hidden size to match the
-seed DeltaNet's parameter count (no query or key projections here).
+so local access is equal across the panel; its decoding state is that tail, the running sum and
+the count. The value width is 5/3 of the hidden size to match the seed DeltaNet's parameter count
+(no query or key projections here).
 """
 
 from __future__ import annotations
@@ -56,9 +57,21 @@ class DeltaNet(nn.Module):
             present = hidden_states.new_ones(batch, length, 1)
         # Padding gets zero input (zero values, zero gate) and is not counted in the mean.
         hidden_states = hidden_states * present
-        v, _ = self.v_conv1d(self.v_proj(hidden_states))
+        state = None
+        if past_key_values is not None and len(past_key_values) > self.layer_idx:
+            state = past_key_values[self.layer_idx]
+        conv = state.get("conv_state") if state is not None else None
+        v, conv = self.v_conv1d(self.v_proj(hidden_states), cache=conv, output_final_state=use_cache)
         # Sums in float32: a running sum over thousands of positions loses too much in bfloat16.
-        mean = v.float().cumsum(1) / present.float().cumsum(1).clamp(min=1)
+        sums, counts = v.float().cumsum(1), present.float().cumsum(1)
+        if state is not None and state.get("recurrent_state") is not None:
+            # The decoding state: the sum of the values so far and how many there were.
+            past_sum, past_count = state["recurrent_state"]
+            sums, counts = sums + past_sum[:, None], counts + past_count[:, None]
+        if past_key_values is not None and use_cache:
+            past_key_values.update(recurrent_state=(sums[:, -1], counts[:, -1]), conv_state=conv,
+                                   layer_idx=self.layer_idx, offset=length)
+        mean = sums / counts.clamp(min=1)
         mean = rearrange(mean.to(v.dtype), "b t (h d) -> b t h d", d=self.head_v_dim)
         g = rearrange(self.g_proj(hidden_states), "b t (h d) -> b t h d", d=self.head_v_dim)
         o = self.o_proj(rearrange(self.o_norm(mean, g), "b t h d -> b t (h d)"))

@@ -8,7 +8,8 @@ log alpha_t = -exp(A_log) * softplus(W_a x_t + dt_bias), initialised as in fla (
 log-uniform in [0.001, 0.1]). beta_t is a per-head sigmoid gate; q and k are L2-normalised in the
 kernel. The output goes through a per-head RMSNorm gated by a projection. The layout is the seed's
 (key and value widths equal to the hidden size; the paper widens values), so the memory has the
-seed's size. Training uses fla's chunkwise kernel (a PyTorch equivalent on a CPU).
+seed's size. Training uses fla's chunkwise kernel (a PyTorch equivalent on a CPU). With a cache it
+keeps, as the seed does, the memory S and the convolutions' tails.
 """
 
 from __future__ import annotations
@@ -74,13 +75,25 @@ class DeltaNet(nn.Module):
         if attention_mask is not None:
             indices, cu_seqlens, _ = get_unpad_data(attention_mask[:, -length:])
             hidden_states = index_first_axis(rearrange(hidden_states, "b s d -> (b s) d"), indices).unsqueeze(0)
-        q, _ = self.q_conv1d(self.q_proj(hidden_states), cu_seqlens=cu_seqlens)
-        k, _ = self.k_conv1d(self.k_proj(hidden_states), cu_seqlens=cu_seqlens)
-        v, _ = self.v_conv1d(self.v_proj(hidden_states), cu_seqlens=cu_seqlens)
+        state = None
+        if past_key_values is not None and len(past_key_values) > self.layer_idx:
+            state = past_key_values[self.layer_idx]
+        conv_q, conv_k, conv_v = state["conv_state"] if state is not None and state.get("conv_state") else (None,) * 3
+        q, conv_q = self.q_conv1d(self.q_proj(hidden_states), cache=conv_q, output_final_state=use_cache,
+                                  cu_seqlens=cu_seqlens)
+        k, conv_k = self.k_conv1d(self.k_proj(hidden_states), cache=conv_k, output_final_state=use_cache,
+                                  cu_seqlens=cu_seqlens)
+        v, conv_v = self.v_conv1d(self.v_proj(hidden_states), cache=conv_v, output_final_state=use_cache,
+                                  cu_seqlens=cu_seqlens)
         q, k, v = (rearrange(x, "... (h d) -> ... h d", d=self.head_dim) for x in (q, k, v))
         beta = self.b_proj(hidden_states).sigmoid()
         g = -self.A_log.float().exp() * F.softplus(self.a_proj(hidden_states).float() + self.dt_bias)
-        o, _ = chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm_in_kernel=True, cu_seqlens=cu_seqlens)
+        initial = state.get("recurrent_state") if state is not None else None
+        o, recurrent = chunk_gated_delta_rule(q, k, v, g, beta, initial_state=initial, output_final_state=use_cache, use_qk_l2norm_in_kernel=True,
+                                              cu_seqlens=cu_seqlens)
+        if past_key_values is not None and use_cache:
+            past_key_values.update(recurrent_state=recurrent, conv_state=(conv_q, conv_k, conv_v),
+                                   layer_idx=self.layer_idx, offset=length)
         gate = rearrange(self.g_proj(hidden_states), "... (h d) -> ... h d", d=self.head_dim)
         o = self.o_proj(rearrange(self.o_norm(o, gate), "b t h d -> b t (h d)"))
         if attention_mask is not None:

@@ -9,7 +9,7 @@ per-head RMSNorm gated by a swish projection. q, k and v pass through the seed's
 and the key width equals the seed's (the paper halves it), so the memory has the seed's size.
 Computed chunkwise: inside a chunk of 8 the pairwise decays exp(G_i - G_j), j <= i, are formed
 explicitly (exponents <= 0, never an exp of a growing cumulative sum); across chunks the memory is
-carried, so cost is linear in length.
+carried, so cost is linear in length. With a cache it keeps that memory and the convolutions' tails.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ GATE_NORMALIZER = 16.0
 
 def chunked_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_a: torch.Tensor) -> torch.Tensor:
     """q, k, log_a: [B, H, T, Dk], v: [B, H, T, Dv] -> o [B, H, T, Dv]; log_a <= 0 is the log decay."""
+    return chunked_gla_with_state(q, k, v, log_a)[0]
+
+
+def chunked_gla_with_state(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_a: torch.Tensor,
+                           state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """chunked_gla from a memory `state` [B, H, Dk, Dv] (none: zeros); returns o and the memory after the last."""
     length = q.shape[2]
     size = min(CHUNK, length)
     pad = (-length) % size
@@ -45,14 +51,15 @@ def chunked_gla(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_a: torch.
     last = G[..., -1:, :]  # log decay over the whole chunk
     q_in = q * G.exp()  # reads the memory left by earlier chunks, decayed to position i
     per_chunk = (k * (last - G).exp()).transpose(-1, -2) @ v  # this chunk's writes, decayed to its end
-    state = q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1])
+    # Padding after the end decays by exp(0) and writes zeros, so the memory after it is the one at the end.
+    state = q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1]) if state is None else state
     inter = []
     # unbind, not indexing: the backward of an index allocates a zero tensor of the full size per chunk.
     for q_n, last_n, write_n in zip(q_in.unbind(2), last.exp().unbind(2), per_chunk.unbind(2), strict=True):
         inter.append(q_n @ state)
         state = state * last_n.transpose(-1, -2) + write_n
     o = intra + torch.stack(inter, dim=2)
-    return rearrange(o, "b h n c d -> b h (n c) d")[:, :, :length]
+    return rearrange(o, "b h n c d -> b h (n c) d")[:, :, :length], state
 
 
 class DeltaNet(nn.Module):
@@ -94,12 +101,21 @@ class DeltaNet(nn.Module):
         if attention_mask is not None:
             # Padding gets zero input, hence zero values: it adds nothing to the memory, and a zero gate.
             hidden_states = hidden_states * attention_mask[:, -hidden_states.shape[1]:, None].to(hidden_states)
-        q, _ = self.q_conv1d(self.q_proj(hidden_states))
-        k, _ = self.k_conv1d(self.k_proj(hidden_states))
-        v, _ = self.v_conv1d(self.v_proj(hidden_states))
+        state = None
+        if past_key_values is not None and len(past_key_values) > self.layer_idx:
+            state = past_key_values[self.layer_idx]
+        conv_q, conv_k, conv_v = state["conv_state"] if state is not None and state.get("conv_state") else (None,) * 3
+        memory = state.get("recurrent_state") if state is not None else None
+        q, conv_q = self.q_conv1d(self.q_proj(hidden_states), cache=conv_q, output_final_state=use_cache)
+        k, conv_k = self.k_conv1d(self.k_proj(hidden_states), cache=conv_k, output_final_state=use_cache)
+        v, conv_v = self.v_conv1d(self.v_proj(hidden_states), cache=conv_v, output_final_state=use_cache)
         log_a = F.logsigmoid(self.gk_proj(hidden_states)) / GATE_NORMALIZER
         q, k, v, log_a = (rearrange(x, "b t (h d) -> b h t d", d=self.head_dim).float() for x in (q, k, v, log_a))
-        o = chunked_gla(q * self.head_dim ** -0.5, k, v, log_a).to(hidden_states.dtype)
+        o, memory = chunked_gla_with_state(q * self.head_dim ** -0.5, k, v, log_a, memory)
+        o = o.to(hidden_states.dtype)
+        if past_key_values is not None and use_cache:
+            past_key_values.update(recurrent_state=memory, conv_state=(conv_q, conv_k, conv_v),
+                                   layer_idx=self.layer_idx, offset=hidden_states.shape[1])
         g = rearrange(self.g_proj(hidden_states), "b t (h d) -> b h t d", d=self.head_dim)
         o = self.o_proj(rearrange(self.o_norm(o, g), "b h t d -> b t (h d)"))
         return o, None, past_key_values

@@ -8,7 +8,8 @@ divides out any per-position, per-head scale, so the normaliser would change not
 rounding; without it there is no denominator to divide by, and the sums are of positive terms that
 grow at most linearly in length. Computed chunkwise: quadratic inside a chunk of 64, a running
 memory across chunks, so cost is linear in length. q, k and v pass through the seed's short
-convolutions, so local access is equal across the panel.
+convolutions, so local access is equal across the panel. With a cache it keeps the memory S and
+the convolutions' tails.
 """
 
 from __future__ import annotations
@@ -76,12 +77,25 @@ class DeltaNet(nn.Module):
         if attention_mask is not None:
             # Padding gets zero input, hence zero values: it adds nothing to the memory, and a zero gate.
             hidden_states = hidden_states * attention_mask[:, -hidden_states.shape[1]:, None].to(hidden_states)
-        q, _ = self.q_conv1d(self.q_proj(hidden_states))
-        k, _ = self.k_conv1d(self.k_proj(hidden_states))
-        v, _ = self.v_conv1d(self.v_proj(hidden_states))
+        state = None
+        if past_key_values is not None and len(past_key_values) > self.layer_idx:
+            state = past_key_values[self.layer_idx]
+        conv_q, conv_k, conv_v = state["conv_state"] if state is not None and state.get("conv_state") else (None,) * 3
+        memory = state.get("recurrent_state") if state is not None else None
+        q, conv_q = self.q_conv1d(self.q_proj(hidden_states), cache=conv_q, output_final_state=use_cache)
+        k, conv_k = self.k_conv1d(self.k_proj(hidden_states), cache=conv_k, output_final_state=use_cache)
+        v, conv_v = self.v_conv1d(self.v_proj(hidden_states), cache=conv_v, output_final_state=use_cache)
         q, k, v = (rearrange(x, "b t (h d) -> b h t d", d=self.head_dim).float() for x in (q, k, v))
         q, k = F.elu(q) + 1, F.elu(k) + 1
-        o = chunked_linear_attention(q, k, v).to(hidden_states.dtype)
+        o = chunked_linear_attention(q, k, v)
+        if memory is not None:  # the memory of the context before: S_t = S_0 + sum_{s<=t} k_s v_s^T
+            o = o + q @ memory
+        if use_cache:
+            memory = (memory if memory is not None else 0) + k.transpose(-1, -2) @ v
+        o = o.to(hidden_states.dtype)
+        if past_key_values is not None and use_cache:
+            past_key_values.update(recurrent_state=memory, conv_state=(conv_q, conv_k, conv_v),
+                                   layer_idx=self.layer_idx, offset=hidden_states.shape[1])
         g = rearrange(self.g_proj(hidden_states), "b t (h d) -> b h t d", d=self.head_dim)
         o = self.o_proj(rearrange(self.o_norm(o, g), "b h t d -> b t (h d)"))
         return o, None, past_key_values

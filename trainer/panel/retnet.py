@@ -7,7 +7,8 @@ memories of about 32, 64, 128, ... tokens. The output goes through a per-head RM
 swish projection (the paper's GroupNorm and swish gate). The paper's xPos rotation of q and k is
 left out: the decay already orders positions, and every member of the panel gets the same local
 positional access, the seed's short convolutions on q, k and v. Computed chunkwise: the decays
-within a chunk of 64 as a matrix, a decayed memory across chunks, every exponent <= 0.
+within a chunk of 64 as a matrix, a decayed memory across chunks, every exponent <= 0. With a cache
+it keeps the memory S and the convolutions' tails.
 """
 
 from __future__ import annotations
@@ -87,12 +88,29 @@ class DeltaNet(nn.Module):
         if attention_mask is not None:
             # Padding gets zero input, hence zero values: it adds nothing to the memory, and a zero gate.
             hidden_states = hidden_states * attention_mask[:, -hidden_states.shape[1]:, None].to(hidden_states)
-        q, _ = self.q_conv1d(self.q_proj(hidden_states))
-        k, _ = self.k_conv1d(self.k_proj(hidden_states))
-        v, _ = self.v_conv1d(self.v_proj(hidden_states))
+        state = None
+        if past_key_values is not None and len(past_key_values) > self.layer_idx:
+            state = past_key_values[self.layer_idx]
+        conv_q, conv_k, conv_v = state["conv_state"] if state is not None and state.get("conv_state") else (None,) * 3
+        memory = state.get("recurrent_state") if state is not None else None
+        q, conv_q = self.q_conv1d(self.q_proj(hidden_states), cache=conv_q, output_final_state=use_cache)
+        k, conv_k = self.k_conv1d(self.k_proj(hidden_states), cache=conv_k, output_final_state=use_cache)
+        v, conv_v = self.v_conv1d(self.v_proj(hidden_states), cache=conv_v, output_final_state=use_cache)
         q, k, v = (rearrange(x, "b t (h d) -> b h t d", d=self.head_dim).float() for x in (q, k, v))
         log_gamma = torch.tensor([math.log1p(-2.0 ** (-5 - h)) for h in range(self.num_heads)])
         o = chunked_retention(q * self.head_dim ** -0.5, k, v, log_gamma.to(q.device))
+        if memory is not None or use_cache:
+            lg = log_gamma.to(q)[:, None]  # [H, 1]
+            steps = torch.arange(1, q.shape[2] + 1, device=q.device, dtype=q.dtype)
+            if memory is not None:  # the memory of the context before, decayed to each position
+                o = o + ((q * self.head_dim ** -0.5) * (lg * steps).exp()[..., None]) @ memory
+            if use_cache:
+                written = (k * (lg * (steps.flip(0) - 1)).exp()[..., None]).transpose(-1, -2) @ v
+                before = memory * (lg[..., 0] * q.shape[2]).exp()[:, None, None] if memory is not None else 0
+                memory = before + written
+        if past_key_values is not None and use_cache:
+            past_key_values.update(recurrent_state=memory, conv_state=(conv_q, conv_k, conv_v),
+                                   layer_idx=self.layer_idx, offset=hidden_states.shape[1])
         g = rearrange(self.g_proj(hidden_states), "b t (h d) -> b h t d", d=self.head_dim)
         o = self.o_proj(rearrange(self.o_norm(o.to(hidden_states.dtype), g), "b h t d -> b t (h d)"))
         return o, None, past_key_values

@@ -6,7 +6,9 @@ The panel's ceiling on recall: its state is the whole past (the KV cache), so it
 in length and the engineer's cost check flags it; it is a reference, not a candidate. No positional
 embedding beyond the seed's short convolutions on q, k and v, which every member of the panel gets.
 The output goes through the same per-head RMSNorm gated by a projection as the rest of the panel,
-which also brings its parameters to the seed's.
+which also brings its parameters to the seed's. With a cache (decoding), keys and values of every
+position read so far are kept in fla's `attn_state`, which grows by one K and one V per token, and
+the convolutions' tails in `conv_state`.
 """
 
 from __future__ import annotations
@@ -53,22 +55,40 @@ class DeltaNet(nn.Module):
         **kwargs,
     ) -> tuple[torch.Tensor, None, object]:
         length = hidden_states.shape[1]
+        state = None
+        if past_key_values is not None and len(past_key_values) > self.layer_idx:
+            state = past_key_values[self.layer_idx]
+        past = state["attn_state"][0].shape[1] if state is not None and state.get("attn_state") else 0
+        total = past + length
         keep = None
         if attention_mask is not None:
-            present = attention_mask[:, -length:].bool()
+            # The mask covers the cached positions too when it is that wide; missing columns are present.
+            present = attention_mask[:, -total:].bool()
+            present = F.pad(present, (total - present.shape[1], 0), value=True)
             # Zero input at padding keeps it out of the convolutions; the mask keeps it out of the keys.
-            hidden_states = hidden_states * present[..., None].to(hidden_states)
-            causal = torch.ones(length, length, dtype=torch.bool, device=present.device).tril()
+            hidden_states = hidden_states * present[:, past:, None].to(hidden_states)
+            causal = torch.ones(length, total, dtype=torch.bool, device=present.device).tril(past)
             # Every row keeps its own position, so a padded query never attends to nothing (a NaN).
-            keep = (causal & present[:, None, :]) | torch.eye(length, dtype=torch.bool, device=present.device)
-        q, _ = self.q_conv1d(self.q_proj(hidden_states))
-        k, _ = self.k_conv1d(self.k_proj(hidden_states))
-        v, _ = self.v_conv1d(self.v_proj(hidden_states))
+            own = torch.arange(total, device=present.device) == torch.arange(past, total, device=present.device)[:, None]
+            keep = (causal & present[:, None, :]) | own
+        conv_q, conv_k, conv_v = state["conv_state"] if state is not None and state.get("conv_state") else (None,) * 3
+        q, conv_q = self.q_conv1d(self.q_proj(hidden_states), cache=conv_q, output_final_state=use_cache)
+        k, conv_k = self.k_conv1d(self.k_proj(hidden_states), cache=conv_k, output_final_state=use_cache)
+        v, conv_v = self.v_conv1d(self.v_proj(hidden_states), cache=conv_v, output_final_state=use_cache)
+        if past_key_values is not None and use_cache:
+            # fla's cache appends these keys and values to the ones it holds, and returns them all.
+            k, v = past_key_values.update(attn_state=(k, v), conv_state=(conv_q, conv_k, conv_v),
+                                          layer_idx=self.layer_idx, offset=length)["attn_state"]
+        elif past:
+            k, v = (torch.cat([cached, new], dim=1) for cached, new in zip(state["attn_state"], (k, v), strict=True))
         q, k, v = (rearrange(x, "b t (h d) -> b h t d", d=self.head_dim) for x in (q, k, v))
-        if keep is None:
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
+        if keep is not None:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None])
+        elif past:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(length, total, dtype=torch.bool,
+                                                                              device=q.device).tril(past))
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         g = rearrange(self.g_proj(hidden_states), "b t (h d) -> b h t d", d=self.head_dim)
         o = self.o_proj(rearrange(self.o_norm(o, g), "b h t d -> b t (h d)"))
         return o, None, past_key_values

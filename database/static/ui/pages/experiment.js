@@ -89,7 +89,18 @@ function costs(e) {
     `LLM tokens ${num(c.llm_tokens ?? 0)} · GPU ${seconds(c.gpu_seconds ?? 0)} · CPU ${seconds(c.cpu_seconds ?? 0)}`,
     t.params ? ` · ${num(t.params)} parameters (${num(t.non_embedding_params)} without embeddings)` : '',
     t.peak_memory_mb ? ` · peak memory ${num(t.peak_memory_mb, 4)} MB` : '',
-    t.tokens_per_s ? ` · ${pm(t.tokens_per_s_stats, t.tokens_per_s, 3)} tokens/s on ${t.device || '?'}` : ''));
+    t.tokens_per_s ? ` · ${pm(t.tokens_per_s_stats, t.tokens_per_s, 3)} tokens/s on ${t.device || '?'}` : '',
+    measured(e.cost)));
+}
+
+// What the evaluator measured beside the seed (evaluator.cost): speed, and the decoding state per layer.
+function measured(k) {
+  if (!k || !isNum(k.speed_vs_seed)) return '';
+  const state = isNum(k.state_floats)
+    ? ` · decoding state ${num(k.state_floats)} floats/layer (+${num(k.state_floats_per_token, 3)}/token, `
+      + `${num(k.state_vs_seed, 3)}× the seed's)`
+    : (k.state_reason ? ` · decoding state not measured: ${k.state_reason}` : '');
+  return ` · speed ${num(k.speed_vs_seed, 3)}× the seed's${state}`;
 }
 
 // The range over seeds at each step of a list of [[step, loss], ...] curves.
