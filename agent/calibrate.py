@@ -2,6 +2,7 @@
 
     python -m agent.calibrate --fidelity synthetic                  # the reference panel, 3 seeds
     python -m agent.calibrate --fidelity smoke --programs my_layers/ --seeds 2 --out smoke.json
+    python -m agent.calibrate --fidelity synthetic --rescore synthetic.json   # new task weights, no training
 
 Each program trains in the sandbox with every seed, exactly as a candidate would (same children,
 same evaluation), and gets a score per seed where higher is better: the mean task accuracy at the
@@ -92,6 +93,33 @@ def calibrate_program(name: str, path: Path, fidelity, overrides: dict, seeds: l
     return {"status": "ok", "tier": expected_tier(name), "score": mean_se(scores),
             "tasks": {task: mean_se(values) for task, values in tasks.items()}, "per_seed": per_seed,
             "seconds": time.monotonic() - started}
+
+
+def rescore(record: dict) -> dict:
+    """The synthetic rung's record with each seed's score recomputed from its task accuracies under the current
+    task weights (trainer.synthetic.score_weights): a change of weights needs no training."""
+    from trainer.synthetic import combined_score, score_weights, scored_tasks
+
+    weights, tasks_scored = score_weights(), scored_tasks()
+    names = [task.name for task in tasks_scored]
+    recall_names = [task.name for task in tasks_scored if task.recall]
+    for program in record["programs"].values():
+        if program.get("status") != "ok":
+            continue
+        tasks = program["tasks"]
+        missing = [name for name in names if name not in tasks]
+        if missing:
+            raise ValueError(f"cannot rescore: the record has no per-seed accuracies of {missing}")
+        seeds = range(len(program["per_seed"]))
+        scores = [combined_score({name: tasks[name]["per_seed"][i] for name in names}, weights) for i in seeds]
+        program["score"] = mean_se(scores)
+        for i, run in zip(seeds, program["per_seed"], strict=True):
+            # The fitness's benchmark part (database.fitness.benchmark_score): the score and the recall mean.
+            recall = sum(tasks[name]["per_seed"][i] for name in recall_names) / len(recall_names)
+            run["benchmark"] = (scores[i] + recall) / 2
+    record["score_weights"] = weights
+    record.update(rank_statistics(record["programs"], record["seeds"]))
+    return record
 
 
 def rank_statistics(programs: dict[str, dict], seeds: int) -> dict:
@@ -187,6 +215,18 @@ def store(record: dict, api: str, token: str | None) -> None:
     response.raise_for_status()
 
 
+def rescore_file(args, fidelity: str) -> int:
+    try:
+        record = json.loads(args.rescore.read_text())
+        if fidelity != "synthetic" or record.get("fidelity") != "synthetic":
+            raise ValueError("only a synthetic calibration has task weights to change (--fidelity synthetic)")
+        record = rescore(record)
+    except (OSError, json.JSONDecodeError, ValueError, KeyError, TypeError) as err:
+        print(f"error: --rescore {args.rescore}: {err}", file=sys.stderr)
+        return 2
+    return finish(record, args.out or args.rescore, args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__)
     parser.add_argument("--fidelity", required=True, type=fidelity_name, help=f"one of {sorted(FIDELITIES)}")
@@ -196,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default RUN_DIR/calibration/NAME.json)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", type=key_value,
                         help="override fidelity fields")
+    parser.add_argument("--rescore", type=Path, default=None, metavar="FILE.json",
+                        help="score an earlier synthetic calibration again under the current task weights "
+                             "(SYNTHETIC_WEIGHTS), without training; writes --out (default: FILE.json itself)")
     parser.add_argument("--api", default=os.environ.get("API_URL"), help="candidate API to store the result in")
     parser.add_argument("--token", default=os.environ.get("API_TOKEN"))
     args = parser.parse_args(argv)
@@ -213,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.rescore:
+        return rescore_file(args, fidelity.name)
     seeds = list(range(args.seeds or fidelity.replicates))
     if not seeds:
         print("error: --seeds must be at least 1", file=sys.stderr)
@@ -240,6 +285,15 @@ def main(argv: list[str] | None = None) -> int:
                   + (f"  {result['reason']}" if result["status"] != "ok" else ""), flush=True)
     record["programs"] = {name: done[name] for name in programs}
     record.update(rank_statistics(record["programs"], len(seeds)))
+    if fidelity.name == "synthetic":
+        from trainer.synthetic import score_weights
+
+        record["score_weights"] = score_weights()
+    return finish(record, out, args)
+
+
+def finish(record: dict, out: Path, args) -> int:
+    """Compare with the other rungs, write the record and its plot, print the table and store it."""
     record["spearman_rungs"] = cross_rung(record, out.parent)
     record["earned"] = (record["spearman_expected"] or 0) >= EARNED_SPEARMAN
     out.write_text(json.dumps(record, indent=1))
@@ -254,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out} and {picture}")
     if args.api:
         store(record, args.api, args.token)
-        print(f"stored in {args.api}/calibrations/{fidelity.name}")
+        print(f"stored in {args.api}/calibrations/{record['fidelity']}")
     return 0
 
 

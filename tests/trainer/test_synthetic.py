@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -100,3 +101,18 @@ def test_scores_summarise_per_task_with_recall_and_overall():
     summary = task_accuracies(TASKS, perfect)
     assert summary["score"] == 1.0 and summary["recall"] == 1.0
     assert set(summary["tasks"]) == {t.name for t in TASKS.scored}
+
+
+def test_the_combined_score_weighs_tasks_and_leaves_selective_copy_out_by_default():
+    from trainer.synthetic import combined_score, score_weights, summarise
+
+    accuracies = {t.name: 1.0 for t in TASKS.scored} | {"selective_copy": 0.0, "mqar_16": 0.3}
+    weights = score_weights({})
+    assert weights["selective_copy"] == 0 and all(w == 1 for n, w in weights.items() if n != "selective_copy")
+    assert combined_score(accuracies, weights) == pytest.approx((5 + 0.3) / 6)
+    assert summarise(accuracies)["score"] == pytest.approx((5 + 0.3) / 6)
+    equal = score_weights({"SYNTHETIC_WEIGHTS": "selective_copy=1, mqar_16=2"})
+    assert combined_score(accuracies, equal) == pytest.approx((5 + 0 + 2 * 0.3) / 8)
+    for bad in ("recall=1", "mqar_4=x", "mqar_4=-1", ",".join(f"{t.name}=0" for t in TASKS.scored)):
+        with pytest.raises(ValueError, match="SYNTHETIC_WEIGHTS"):
+            score_weights({"SYNTHETIC_WEIGHTS": bad})
