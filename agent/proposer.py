@@ -240,12 +240,17 @@ def render(genome: Genome) -> str:
         "    indices, cu_seqlens, _ = get_unpad_data(attention_mask[:, -length:])",
         "    hidden_states = index_first_axis(rearrange(hidden_states, \"b s d -> (b s) d\"), indices).unsqueeze(0)",
         "x = hidden_states",
+        "# Decoding (use_cache): the state read so far comes in past_key_values and goes back out updated.",
+        "state = past_key_values[self.layer_idx] if past_key_values is not None and len(past_key_values) > self.layer_idx else None",
+        "conv_q = conv_k = conv_v = None",
     ]
     if conv:
         fwd += [
-            "q, _ = self.q_conv1d(self.q_proj(x), cu_seqlens=cu_seqlens)",
-            "k, _ = self.k_conv1d(self.k_proj(x), cu_seqlens=cu_seqlens)",
-            "v, _ = self.v_conv1d(self.v_proj(x), cu_seqlens=cu_seqlens)",
+            "if state is not None and state.get(\"conv_state\"):",
+            "    conv_q, conv_k, conv_v = state[\"conv_state\"]",
+            "q, conv_q = self.q_conv1d(self.q_proj(x), cache=conv_q, output_final_state=use_cache, cu_seqlens=cu_seqlens)",
+            "k, conv_k = self.k_conv1d(self.k_proj(x), cache=conv_k, output_final_state=use_cache, cu_seqlens=cu_seqlens)",
+            "v, conv_v = self.v_conv1d(self.v_proj(x), cache=conv_v, output_final_state=use_cache, cu_seqlens=cu_seqlens)",
         ]
         if qk_map != "{x}":
             fwd += [f"q, k = {qk_map.format(x='q')}, {qk_map.format(x='k')}"]
@@ -263,16 +268,25 @@ def render(genome: Genome) -> str:
     if g.qk_temperature:
         fwd.append("q = q * self.q_log_temp.exp()[:, None]")
     fwd.append("beta = 2.0 * self.b_proj(x).sigmoid()" if g.beta == "sigmoid2" else "beta = self.b_proj(x).sigmoid()")
+    fwd.append("recurrent = state.get(\"recurrent_state\") if state is not None else None")
+    memory = "initial_state=recurrent, output_final_state=use_cache, cu_seqlens=cu_seqlens"
     if g.forget_gate:
         fwd += [
             "decay = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)",
-            "o, _ = chunk_gated_delta_rule(q, k, v, decay, beta, cu_seqlens=cu_seqlens)",
+            f"o, recurrent = chunk_gated_delta_rule(q, k, v, decay, beta, {memory})",
         ]
     else:
-        fwd.append("o, _ = chunk_delta_rule(q, k, v, beta, cu_seqlens=cu_seqlens)")
+        fwd.append(f"o, recurrent = chunk_delta_rule(q, k, v, beta, {memory})")
+    fwd += [
+        "if past_key_values is not None and use_cache:",
+        "    conv_state = (conv_q, conv_k, conv_v) if conv_q is not None else None",
+        "    past_key_values.update(recurrent_state=recurrent, conv_state=conv_state, layer_idx=self.layer_idx,",
+        "                           offset=length)",
+    ]
     if g.fir_size:
         fwd += [
-            "# The FIR path sees each sequence's own past only: packed sequences are filtered one by one.",
+            "# The FIR path sees each sequence's own past only: packed sequences are filtered one by one. Its taps keep",
+            "# no decoding state, so a decoded FIR candidate continues wrongly and reports no state size.",
             "local = self._fir(rearrange(v, \"b t h d -> b t (h d)\"), cu_seqlens)",
             "local = rearrange(local, \"b t (h d) -> b t h d\", d=self.head_v_dim)",
             "mix = self.mix_proj(x).sigmoid().unsqueeze(-1)",

@@ -34,14 +34,27 @@ def cpu_fla():
     layers._routed = routed
 
 
+def _proposed(**genes) -> str:
+    from agent.proposer import Genome, render
+
+    return render(Genome(**genes))
+
+
+# Programs the offline proposer writes (no FIR branch: its taps keep no decoding state).
+PROPOSED = {"proposed_default": {}, "proposed_no_conv": {"conv_size": 0},
+            "proposed_gated": {"forget_gate": True, "conv_size": 6, "feature_map": "elu1"},
+            "proposed_half_heads": {"head_factor": 0.5, "output_gate": "sigmoid", "qk_temperature": True}}
+
+
 def lm(name: str) -> LM:
     torch.manual_seed(0)
     config = LMConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=2, max_seq_len=80)
-    layer = load_layer_class(PROGRAMS[name].read_text(), name=f"decode_{name}", compile=False)
+    source = _proposed(**PROPOSED[name]) if name in PROPOSED else PROGRAMS[name].read_text()
+    layer = load_layer_class(source, name=f"decode_{name}", compile=False)
     return LM(config, layer).eval()
 
 
-@pytest.mark.parametrize("name", sorted(PROGRAMS))
+@pytest.mark.parametrize("name", sorted(PROGRAMS) + sorted(PROPOSED))
 @torch.no_grad()
 def test_continuing_from_the_sent_cache_gives_the_uncached_logits(name):
     model = lm(name)
