@@ -8,8 +8,11 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+import torch
 
+from trainer import layers
 from trainer.fidelity import get_fidelity
+from trainer.layers import route_fla
 
 
 def fla_reference(relative: str):
@@ -75,3 +78,21 @@ PROGRAMS = Path(__file__).with_name("programs")
 def program():
     """program("nan_loss") -> the source of tests/trainer/programs/nan_loss.py."""
     return lambda name: (PROGRAMS / f"{name}.py").read_text()
+
+
+@pytest.fixture(scope="module")
+def cpu_fla():
+    """The CPU stand-ins for fla on one thread; `sys.modules`' fla entries and the threads put back afterwards.
+
+    One thread: these tensors are tiny, and on a busy machine a second thread's wait costs 100x the work.
+    """
+    saved = {name: module for name, module in sys.modules.items() if name == "fla" or name.startswith("fla.")}
+    routed, threads = layers._routed, torch.get_num_threads()
+    route_fla(use_kernels=False)
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    for name in [n for n in sys.modules if n == "fla" or n.startswith("fla.")]:
+        del sys.modules[name]
+    sys.modules.update(saved)
+    layers._routed = routed

@@ -4,14 +4,13 @@ the panel continue a sequence from their cache exactly, and the cache travels as
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from trainer import fla_cpu, layers
-from trainer.layers import SEED_PROGRAM, load_layer_class, route_fla
+from trainer.layers import SEED_PROGRAM, load_layer_class
 from trainer.model import LM, LMConfig
 from trainer.state_codec import MAX_NODES_PER_LAYER, StateError, pack, unpack
 
@@ -19,19 +18,7 @@ PANEL = Path(layers.__file__).with_name("panel")
 PROGRAMS = {"seed": SEED_PROGRAM, **{p.stem: p for p in sorted(PANEL.glob("*.py")) if not p.name.startswith("_")}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cpu_fla():
-    """The CPU stand-ins for fla on one thread; `sys.modules`' fla entries and the threads put back afterwards."""
-    saved = {name: module for name, module in sys.modules.items() if name == "fla" or name.startswith("fla.")}
-    routed, threads = layers._routed, torch.get_num_threads()
-    route_fla(use_kernels=False)
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    for name in [n for n in sys.modules if n == "fla" or n.startswith("fla.")]:
-        del sys.modules[name]
-    sys.modules.update(saved)
-    layers._routed = routed
+pytestmark = pytest.mark.usefixtures("cpu_fla")  # tests/trainer/conftest.py
 
 
 def _proposed(**genes) -> str:

@@ -17,7 +17,7 @@ import torch
 
 from agent.checks.dynamic import ProbeConfig, run_checks
 from trainer import layers
-from trainer.layers import load_layer_class, route_fla, seed_program
+from trainer.layers import load_layer_class, seed_program
 from trainer.model import LM, LMConfig
 
 PANEL = Path(layers.__file__).with_name("panel")
@@ -27,22 +27,7 @@ MEMBERS = sorted(path.stem for path in PANEL.glob("*.py") if not path.name.start
 RTOL = 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cpu_fla():
-    """The CPU stand-ins for fla on one thread; `sys.modules`' fla entries and the threads put back afterwards.
-
-    One thread: these tensors are tiny, and on a busy machine a second thread's wait costs 100x the work.
-    """
-    saved = {name: module for name, module in sys.modules.items() if name == "fla" or name.startswith("fla.")}
-    routed, threads = layers._routed, torch.get_num_threads()
-    route_fla(use_kernels=False)
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    for name in [n for n in sys.modules if n == "fla" or n.startswith("fla.")]:
-        del sys.modules[name]
-    sys.modules.update(saved)
-    layers._routed = routed
+pytestmark = pytest.mark.usefixtures("cpu_fla")  # tests/trainer/conftest.py
 
 
 def layer_class(member: str) -> type[torch.nn.Module]:
