@@ -40,3 +40,28 @@ def test_the_synthetic_rung_ranks_a_reduced_panel_in_the_expected_order(tmp_path
     assert mqar_16["softmax_attention"] > 0.95 and mqar_16["softmax_attention"] - mqar_16["retnet"] > 0.05, mqar_16
     assert mqar_16["no_mixing"] < 0.1, mqar_16
     assert "Spearman with the expected order" in done.stdout and out.with_suffix(".png").exists()
+
+
+def test_rescore_recomputes_the_shipped_calibration_under_new_task_weights(tmp_path, monkeypatch, capsys):
+    from agent.calibrate import main
+
+    shipped = ROOT / "trainer" / "panel" / "calibrations" / "synthetic.json"
+    record = json.loads(shipped.read_text())
+    monkeypatch.delenv("SYNTHETIC_WEIGHTS", raising=False)
+    same = tmp_path / "same" / "synthetic.json"
+    same.parent.mkdir()
+    assert main(["--fidelity", "synthetic", "--rescore", str(shipped), "--out", str(same)]) == 0
+    again = json.loads(same.read_text())
+    for name, program in record["programs"].items():  # the shipped scores are the default weights' scores
+        assert again["programs"][name]["score"]["per_seed"] == pytest.approx(program["score"]["per_seed"])
+    monkeypatch.setenv("SYNTHETIC_WEIGHTS", "selective_copy=1")
+    equal = tmp_path / "equal" / "synthetic.json"
+    equal.parent.mkdir()
+    assert main(["--fidelity", "synthetic", "--rescore", str(shipped), "--out", str(equal)]) == 0
+    rescored = json.loads(equal.read_text())
+    tasks = record["programs"]["gla"]["tasks"]
+    by_hand = [sum(values["per_seed"][i] for task, values in tasks.items() if task != "val_loss") / 7 for i in range(3)]
+    assert rescored["programs"]["gla"]["score"]["per_seed"] == pytest.approx(by_hand)
+    assert rescored["score_weights"]["selective_copy"] == 1 and rescored["spearman_expected"] is not None
+    assert main(["--fidelity", "smoke", "--rescore", str(shipped), "--out", str(equal)]) == 2
+    assert "only a synthetic calibration" in capsys.readouterr().err
