@@ -224,7 +224,8 @@ def rescore_file(args, fidelity: str) -> int:
     except (OSError, json.JSONDecodeError, ValueError, KeyError, TypeError) as err:
         print(f"error: --rescore {args.rescore}: {err}", file=sys.stderr)
         return 2
-    return finish(record, args.out or args.rescore, args)
+    # Never over the file read by default: rescoring the shipped calibration must not rewrite it.
+    return finish(record, args.out or default_out(fidelity), args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override fidelity fields")
     parser.add_argument("--rescore", type=Path, default=None, metavar="FILE.json",
                         help="score an earlier synthetic calibration again under the current task weights "
-                             "(SYNTHETIC_WEIGHTS), without training; writes --out (default: FILE.json itself)")
+                             "(SYNTHETIC_WEIGHTS), without training; writes --out (default RUN_DIR/calibration/synthetic.json)")
     parser.add_argument("--api", default=os.environ.get("API_URL"), help="candidate API to store the result in")
     parser.add_argument("--token", default=os.environ.get("API_TOKEN"))
     args = parser.parse_args(argv)
@@ -294,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def finish(record: dict, out: Path, args) -> int:
     """Compare with the other rungs, write the record and its plot, print the table and store it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     record["spearman_rungs"] = cross_rung(record, out.parent)
     record["earned"] = (record["spearman_expected"] or 0) >= EARNED_SPEARMAN
     out.write_text(json.dumps(record, indent=1))

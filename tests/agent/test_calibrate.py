@@ -63,5 +63,9 @@ def test_rescore_recomputes_the_shipped_calibration_under_new_task_weights(tmp_p
     by_hand = [sum(values["per_seed"][i] for task, values in tasks.items() if task != "val_loss") / 7 for i in range(3)]
     assert rescored["programs"]["gla"]["score"]["per_seed"] == pytest.approx(by_hand)
     assert rescored["score_weights"]["selective_copy"] == 1 and rescored["spearman_expected"] is not None
+    monkeypatch.setenv("RUN_DIR", str(tmp_path / "run"))
+    before = shipped.read_text()
+    assert main(["--fidelity", "synthetic", "--rescore", str(shipped)]) == 0  # no --out: the run's folder
+    assert shipped.read_text() == before and (tmp_path / "run" / "calibration" / "synthetic.json").exists()
     assert main(["--fidelity", "smoke", "--rescore", str(shipped), "--out", str(equal)]) == 2
     assert "only a synthetic calibration" in capsys.readouterr().err
